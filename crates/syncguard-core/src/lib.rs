@@ -1,0 +1,33 @@
+//! The pure core of syncguard.
+//!
+//! Everything here is plain functions and types: no I/O, no clock reads (time is always a
+//! parameter), no global state. That is what lets the storage, engine and HTTP layers be thin,
+//! and what lets the reliability rules be unit- and property-tested in isolation.
+//!
+//! # Layout
+//! - [`backoff`]: the retry-delay formula of the job queue (SPEC §3.1).
+//! - [`class`]: error classes (transient, rate_limited, permanent, circuit_open) and how HTTP
+//!   outcomes map to them.
+//! - [`redact`]: PII and secret redaction applied to every log line.
+//! - [`role`]: API key roles and what each may do.
+//! - [`ids`]: prefixed identifiers and API key material.
+//! - [`signature`]: inbound webhook signature schemes (Standard Webhooks, Stripe, Shopify, GitHub,
+//!   generic HMAC).
+//! - [`canonical`]: RFC 8785 canonical JSON and content hashes.
+//! - [`breaker`]: circuit breaker state machine.
+//! - [`limiter`]: GCRA rate-limit math and provider hint parsing.
+//!
+//! This crate must not touch the network, the file system, the store or the wall clock.
+
+pub mod backoff;
+pub mod breaker;
+pub mod canonical;
+pub mod class;
+pub mod ids;
+pub mod limiter;
+pub mod redact;
+pub mod role;
+pub mod signature;
+
+/// Milliseconds since the Unix epoch: the one time unit stored and passed around.
+pub type Millis = i64;

@@ -1,0 +1,496 @@
+//! The durable job queue (SPEC §3.1).
+//!
+//! States: `available` (including scheduled, `run_at` in the future) → `running` → `succeeded`;
+//! `running` → `retryable` (runs again at `run_at`) → … → `dead`; `cancelled`.
+//!
+//! A claimed job holds a lease (`locked_by`, `lease_until`) that its worker renews by heartbeat;
+//! a job whose lease expired (its worker crashed) is rescued back to `retryable`. Every write a
+//! worker makes to its job is guarded by `locked_by = worker AND state = 'running'`, so a worker
+//! that lost its lease can never overwrite what the new owner did.
+//!
+//! This module owns the state transitions; *when* to retry and how errors are classified is
+//! decided by the engine with the pure rules of `syncguard_core`.
+
+mod admin;
+mod periodic;
+
+pub use admin::{JobFilter, ReplayFilter, ReplayResult, RetryOutcome};
+
+use crate::row::{DbRow, FromDbRow, RowResult};
+use crate::{on_writer, Millis, Result, Store};
+use serde::Serialize;
+use std::fmt;
+use std::str::FromStr;
+use syncguard_core::class::ErrorClass;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Available,
+    Running,
+    Retryable,
+    Succeeded,
+    Dead,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 6] = [
+        JobState::Available,
+        JobState::Running,
+        JobState::Retryable,
+        JobState::Succeeded,
+        JobState::Dead,
+        JobState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Available => "available",
+            JobState::Running => "running",
+            JobState::Retryable => "retryable",
+            JobState::Succeeded => "succeeded",
+            JobState::Dead => "dead",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Active jobs are the ones a unique key admits only one of.
+    pub fn is_active(self) -> bool {
+        matches!(self, JobState::Available | JobState::Running | JobState::Retryable)
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown job state `{s}`"))
+    }
+}
+
+/// A job as stored.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Job {
+    pub id: i64,
+    pub tenant_id: Option<String>,
+    pub connection_id: Option<String>,
+    pub kind: String,
+    pub payload: serde_json::Value,
+    pub state: JobState,
+    pub priority: i64,
+    pub attempts: i64,
+    pub max_attempts: i64,
+    pub run_at: Millis,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub started_at: Option<Millis>,
+    pub finished_at: Option<Millis>,
+    pub locked_by: Option<String>,
+    pub lease_until: Option<Millis>,
+    pub unique_key: Option<String>,
+    pub error_class: Option<ErrorClass>,
+    pub last_error: Option<String>,
+    pub reviewed: bool,
+    /// The dead job this one replays.
+    pub replayed_from: Option<i64>,
+    /// The fresh job that replayed this dead one.
+    pub replayed_as: Option<i64>,
+    pub correlation_id: Option<String>,
+}
+
+pub(crate) const JOB_COLUMNS: &str = "id, tenant_id, connection_id, kind, payload, state, priority, attempts, max_attempts, run_at, created_at, updated_at, started_at, finished_at, locked_by, lease_until, unique_key, error_class, last_error, reviewed, replayed_from, replayed_as, correlation_id";
+
+fn decode_err(e: String) -> sqlx::Error {
+    sqlx::Error::Decode(e.into())
+}
+
+impl FromDbRow for Job {
+    fn from_row(r: &impl DbRow) -> RowResult<Self> {
+        Ok(Job {
+            id: r.i64("id")?,
+            tenant_id: r.opt_string("tenant_id")?,
+            connection_id: r.opt_string("connection_id")?,
+            kind: r.string("kind")?,
+            payload: serde_json::from_str(&r.string("payload")?).map_err(|e| decode_err(e.to_string()))?,
+            state: r.string("state")?.parse().map_err(decode_err)?,
+            priority: r.i64("priority")?,
+            attempts: r.i64("attempts")?,
+            max_attempts: r.i64("max_attempts")?,
+            run_at: r.i64("run_at")?,
+            created_at: r.i64("created_at")?,
+            updated_at: r.i64("updated_at")?,
+            started_at: r.opt_i64("started_at")?,
+            finished_at: r.opt_i64("finished_at")?,
+            locked_by: r.opt_string("locked_by")?,
+            lease_until: r.opt_i64("lease_until")?,
+            unique_key: r.opt_string("unique_key")?,
+            error_class: r.opt_string("error_class")?.map(|c| c.parse()).transpose().map_err(decode_err)?,
+            last_error: r.opt_string("last_error")?,
+            reviewed: r.bool("reviewed")?,
+            replayed_from: r.opt_i64("replayed_from")?,
+            replayed_as: r.opt_i64("replayed_as")?,
+            correlation_id: r.opt_string("correlation_id")?,
+        })
+    }
+}
+
+/// A job to enqueue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    pub tenant_id: Option<String>,
+    pub connection_id: Option<String>,
+    pub kind: String,
+    pub payload: serde_json::Value,
+    /// Lower runs first.
+    pub priority: i64,
+    pub max_attempts: i64,
+    /// `None` runs as soon as possible.
+    pub run_at: Option<Millis>,
+    /// At most one active job per key.
+    pub unique_key: Option<String>,
+    /// With a unique key: later enqueues within this window replace the payload and push the
+    /// run back, so a burst of updates becomes one run with the last payload.
+    pub debounce_ms: Option<i64>,
+    pub correlation_id: Option<String>,
+    pub replayed_from: Option<i64>,
+}
+
+impl NewJob {
+    pub fn new(kind: impl Into<String>, payload: serde_json::Value) -> NewJob {
+        NewJob {
+            tenant_id: None,
+            connection_id: None,
+            kind: kind.into(),
+            payload,
+            priority: 0,
+            max_attempts: 6,
+            run_at: None,
+            unique_key: None,
+            debounce_ms: None,
+            correlation_id: None,
+            replayed_from: None,
+        }
+    }
+}
+
+/// What enqueueing did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Enqueued {
+    pub id: i64,
+    /// An active job with the same unique key already existed; `id` is that job.
+    pub deduplicated: bool,
+}
+
+/// How a claimed job ended, as reported by its worker.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Succeeded,
+    /// Run again at `run_at`. `count_attempt = false` gives the attempt back (circuit open).
+    Retry {
+        run_at: Millis,
+        class: ErrorClass,
+        error: String,
+        count_attempt: bool,
+    },
+    Dead {
+        class: ErrorClass,
+        error: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub id: i64,
+    pub outcome: Outcome,
+}
+
+pub(crate) const INSERT_JOB: &str = "INSERT INTO jobs (tenant_id, connection_id, kind, payload, state, priority, attempts, max_attempts, run_at, created_at, updated_at, unique_key, debounce_ms, correlation_id, replayed_from)
+     VALUES ($1, $2, $3, $4, 'available', $5, 0, $6, $7, $8, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING RETURNING id";
+
+pub(crate) const ACTIVE: &str = "('available', 'running', 'retryable')";
+
+/// Runs the enqueue of `job` on an open transaction or connection `$conn`.
+macro_rules! enqueue_on {
+    ($conn:expr, $job:expr, $now:expr) => {{
+        let job: &$crate::queue::NewJob = $job;
+        let now: $crate::Millis = $now;
+        let run_at = job.run_at.unwrap_or(now).max(now + job.debounce_ms.unwrap_or(0));
+        let payload = job.payload.to_string();
+        let mut result: Option<$crate::queue::Enqueued> = None;
+        // Two rounds suffice: a lost race on insert means an active job now exists to find.
+        for _ in 0..3 {
+            if let Some(key) = &job.unique_key {
+                let existing: Option<(i64, String)> = sqlx::query_as(&format!("SELECT id, state FROM jobs WHERE unique_key = $1 AND state IN {}", $crate::queue::ACTIVE))
+                    .bind(key)
+                    .fetch_optional(&mut *$conn)
+                    .await?;
+                if let Some((id, state)) = existing {
+                    if let Some(debounce) = job.debounce_ms {
+                        if state == "running" {
+                            // Too late to change this run: keep the payload for one more run after it.
+                            sqlx::query("UPDATE jobs SET pending_payload = $1, updated_at = $2 WHERE id = $3")
+                                .bind(&payload).bind(now).bind(id).execute(&mut *$conn).await?;
+                        } else {
+                            sqlx::query("UPDATE jobs SET payload = $1, run_at = $2, updated_at = $3 WHERE id = $4")
+                                .bind(&payload).bind(now + debounce).bind(now).bind(id).execute(&mut *$conn).await?;
+                        }
+                    }
+                    result = Some($crate::queue::Enqueued { id, deduplicated: true });
+                    break;
+                }
+            }
+            let id: Option<(i64,)> = sqlx::query_as($crate::queue::INSERT_JOB)
+                .bind(&job.tenant_id)
+                .bind(&job.connection_id)
+                .bind(&job.kind)
+                .bind(&payload)
+                .bind(job.priority)
+                .bind(job.max_attempts)
+                .bind(run_at)
+                .bind(now)
+                .bind(&job.unique_key)
+                .bind(job.debounce_ms)
+                .bind(&job.correlation_id)
+                .bind(job.replayed_from)
+                .fetch_optional(&mut *$conn)
+                .await?;
+            if let Some((id,)) = id {
+                result = Some($crate::queue::Enqueued { id, deduplicated: false });
+                break;
+            }
+        }
+        result.ok_or_else(|| $crate::StoreError::Conflict("unique key contended; try again".into()))
+    }};
+}
+pub(crate) use enqueue_on;
+
+impl Store {
+    /// Enqueues one job, honouring its unique key and debounce window.
+    pub async fn enqueue(&self, job: &NewJob, now: Millis) -> Result<Enqueued> {
+        on_writer!(self, p => {
+            let mut tx = p.begin().await?;
+            let out = enqueue_on!(tx, job, now)?;
+            tx.commit().await?;
+            Ok(out)
+        })
+    }
+
+    /// Enqueues many jobs in one transaction (one fsync), in order.
+    pub async fn enqueue_many(&self, jobs: &[NewJob], now: Millis) -> Result<Vec<Enqueued>> {
+        on_writer!(self, p => {
+            let mut tx = p.begin().await?;
+            let mut out = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                out.push(enqueue_on!(tx, job, now)?);
+            }
+            tx.commit().await?;
+            Ok(out)
+        })
+    }
+
+    /// Claims up to `limit` due jobs for `worker`, leasing them until `now + lease_ms`.
+    /// Lower priority values first, then oldest `run_at`.
+    pub async fn claim_jobs(&self, worker: &str, limit: i64, now: Millis, lease_ms: i64, kinds: Option<&[String]>) -> Result<Vec<Job>> {
+        let lock = match self.backend() {
+            crate::Backend::Sqlite => "",
+            crate::Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+        };
+        let kinds_json = kinds.map(|k| serde_json::to_string(k).expect("strings serialize"));
+        let kind_filter = match (kinds.is_some(), self.backend()) {
+            (false, _) => String::new(),
+            (true, crate::Backend::Sqlite) => "AND kind IN (SELECT value FROM json_each($5))".to_string(),
+            (true, crate::Backend::Postgres) => "AND kind IN (SELECT json_array_elements_text(CAST($5 AS json)))".to_string(),
+        };
+        let sql = format!(
+            "UPDATE jobs SET state = 'running', attempts = attempts + 1, locked_by = $1, lease_until = $2, started_at = $3, updated_at = $3
+             WHERE id IN (SELECT id FROM jobs WHERE state IN ('available', 'retryable') AND run_at <= $3 {kind_filter}
+                          ORDER BY priority, run_at, id LIMIT $4 {lock})
+             RETURNING {JOB_COLUMNS}"
+        );
+        on_writer!(self, p => {
+            let mut q = sqlx::query(&sql).bind(worker).bind(now + lease_ms).bind(now).bind(limit);
+            if let Some(k) = &kinds_json {
+                q = q.bind(k.clone());
+            }
+            let rows = q.fetch_all(p).await?;
+            let mut jobs = rows.iter().map(Job::from_row).collect::<RowResult<Vec<_>>>()?;
+            jobs.sort_by_key(|j| (j.priority, j.run_at, j.id));
+            Ok(jobs)
+        })
+    }
+
+    /// Renews the lease of every job `worker` is running; returns how many it holds.
+    pub async fn heartbeat(&self, worker: &str, lease_until: Millis) -> Result<u64> {
+        on_writer!(self, p => {
+            Ok(sqlx::query("UPDATE jobs SET lease_until = $1 WHERE locked_by = $2 AND state = 'running'")
+                .bind(lease_until)
+                .bind(worker)
+                .execute(p)
+                .await?
+                .rows_affected())
+        })
+    }
+
+    /// Records how claimed jobs ended, all in one transaction. Returns the ids whose completion
+    /// was refused because `worker` no longer held them (lease lost, cancelled).
+    pub async fn complete_jobs(&self, worker: &str, batch: &[Completion], now: Millis) -> Result<Vec<i64>> {
+        let succeeded: Vec<i64> = batch
+            .iter()
+            .filter(|c| c.outcome == Outcome::Succeeded)
+            .map(|c| c.id)
+            .collect();
+        let mut lost = Vec::new();
+        on_writer!(self, p => {
+            let mut tx = p.begin().await?;
+            if !succeeded.is_empty() {
+                let sql = format!(
+                    "UPDATE jobs SET state = 'succeeded', finished_at = $1, updated_at = $1, locked_by = NULL, lease_until = NULL,
+                                     error_class = NULL, last_error = NULL
+                     WHERE locked_by = $2 AND state = 'running' AND id IN (SELECT value FROM json_each($3))
+                     RETURNING {JOB_COLUMNS}, pending_payload, debounce_ms"
+                );
+                let sql = match self.backend() {
+                    crate::Backend::Sqlite => sql,
+                    crate::Backend::Postgres => sql.replace("SELECT value FROM json_each($3)", "SELECT CAST(json_array_elements_text(CAST($3 AS json)) AS BIGINT)"),
+                };
+                let rows = sqlx::query(&sql)
+                    .bind(now)
+                    .bind(worker)
+                    .bind(serde_json::to_string(&succeeded).expect("ids serialize"))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let mut done = std::collections::HashSet::new();
+                for row in &rows {
+                    let job = Job::from_row(row)?;
+                    done.insert(job.id);
+                    // A debounced enqueue arrived while this run was under way: run once more.
+                    if let Some(pending) = row.opt_string("pending_payload")? {
+                        let follow = NewJob {
+                            tenant_id: job.tenant_id,
+                            connection_id: job.connection_id,
+                            kind: job.kind,
+                            payload: serde_json::from_str(&pending).unwrap_or_default(),
+                            priority: job.priority,
+                            max_attempts: job.max_attempts,
+                            run_at: None,
+                            unique_key: job.unique_key,
+                            debounce_ms: row.opt_i64("debounce_ms")?,
+                            correlation_id: job.correlation_id,
+                            replayed_from: None,
+                        };
+                        enqueue_on!(tx, &follow, now)?;
+                    }
+                }
+                lost.extend(succeeded.iter().filter(|id| !done.contains(id)));
+            }
+            for c in batch {
+                let affected = match &c.outcome {
+                    Outcome::Succeeded => continue,
+                    Outcome::Retry { run_at, class, error, count_attempt } => {
+                        sqlx::query("UPDATE jobs SET state = 'retryable', run_at = $1, error_class = $2, last_error = $3,
+                                            attempts = attempts - $4, payload = COALESCE(pending_payload, payload), pending_payload = NULL,
+                                            locked_by = NULL, lease_until = NULL, updated_at = $5
+                                     WHERE id = $6 AND locked_by = $7 AND state = 'running'")
+                            .bind(*run_at)
+                            .bind(class.as_str())
+                            .bind(error)
+                            .bind(if *count_attempt { 0i64 } else { 1i64 })
+                            .bind(now)
+                            .bind(c.id)
+                            .bind(worker)
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected()
+                    }
+                    Outcome::Dead { class, error } => {
+                        sqlx::query("UPDATE jobs SET state = 'dead', finished_at = $1, updated_at = $1, error_class = $2, last_error = $3,
+                                            locked_by = NULL, lease_until = NULL
+                                     WHERE id = $4 AND locked_by = $5 AND state = 'running'")
+                            .bind(now)
+                            .bind(class.as_str())
+                            .bind(error)
+                            .bind(c.id)
+                            .bind(worker)
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected()
+                    }
+                };
+                if affected == 0 {
+                    lost.push(c.id);
+                }
+            }
+            tx.commit().await?;
+        });
+        Ok(lost)
+    }
+
+    /// Makes jobs whose lease expired runnable again (their worker is gone), or dead when they
+    /// have used every attempt. Returns `(retryable, dead)` counts.
+    pub async fn rescue_expired_leases(&self, now: Millis) -> Result<(u64, u64)> {
+        on_writer!(self, p => {
+            let rows: Vec<(String,)> = sqlx::query_as(
+                "UPDATE jobs SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'retryable' END,
+                                 finished_at = CASE WHEN attempts >= max_attempts THEN $1 ELSE NULL END,
+                                 run_at = $1, updated_at = $1, locked_by = NULL, lease_until = NULL,
+                                 error_class = 'transient', last_error = 'lease expired: the worker running this job stopped'
+                 WHERE state = 'running' AND lease_until < $1
+                 RETURNING state")
+                .bind(now)
+                .fetch_all(p)
+                .await?;
+            let dead = rows.iter().filter(|(s,)| s == "dead").count() as u64;
+            Ok((rows.len() as u64 - dead, dead))
+        })
+    }
+
+    /// Hands back every job `worker` is running without spending their attempt (graceful
+    /// shutdown of a worker whose handlers did not finish in time).
+    pub async fn release_jobs(&self, worker: &str, now: Millis) -> Result<u64> {
+        on_writer!(self, p => {
+            Ok(sqlx::query("UPDATE jobs SET state = 'available', attempts = attempts - 1, run_at = $1, updated_at = $1,
+                                             locked_by = NULL, lease_until = NULL
+                            WHERE locked_by = $2 AND state = 'running'")
+                .bind(now)
+                .bind(worker)
+                .execute(p)
+                .await?
+                .rows_affected())
+        })
+    }
+
+    /// Deletes finished jobs (succeeded, cancelled) older than `before`; dead letters stay until
+    /// reviewed and replayed or purged explicitly.
+    pub async fn purge_finished_jobs(&self, before: Millis) -> Result<u64> {
+        on_writer!(self, p => {
+            Ok(sqlx::query("DELETE FROM jobs WHERE state IN ('succeeded', 'cancelled') AND updated_at < $1")
+                .bind(before)
+                .execute(p)
+                .await?
+                .rows_affected())
+        })
+    }
+
+    /// Jobs per state, across every tenant (metrics and health; never per request).
+    pub async fn job_counts(&self) -> Result<Vec<(JobState, i64)>> {
+        crate::on_reader!(self, p => {
+            let rows: Vec<(String, i64)> = sqlx::query_as("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetch_all(p).await?;
+            let mut out: Vec<(JobState, i64)> = JobState::ALL.iter().map(|s| (*s, 0)).collect();
+            for (state, n) in rows {
+                if let Some(slot) = out.iter_mut().find(|(s, _)| s.as_str() == state) {
+                    slot.1 = n;
+                }
+            }
+            Ok(out)
+        })
+    }
+}

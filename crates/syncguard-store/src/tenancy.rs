@@ -1,0 +1,224 @@
+//! Tenants and API keys. Keys are stored as SHA-256 hashes; the clear key exists only in the
+//! answer to the request that created it.
+
+use crate::page::{decode_cursor, Page, PageRequest};
+use crate::row::{DbRow, FromDbRow, RowResult};
+use crate::{on_reader, on_writer, Millis, Result, Scope, Store, StoreError};
+use serde::Serialize;
+use syncguard_core::ids::{hash_api_key, new_id};
+use syncguard_core::role::Role;
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Tenant {
+    pub id: String,
+    pub name: String,
+    pub created_at: Millis,
+}
+
+impl FromDbRow for Tenant {
+    fn from_row(r: &impl DbRow) -> RowResult<Self> {
+        Ok(Tenant {
+            id: r.string("id")?,
+            name: r.string("name")?,
+            created_at: r.i64("created_at")?,
+        })
+    }
+}
+
+/// A stored API key (never the key itself).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ApiKey {
+    pub id: String,
+    /// `None` for platform keys.
+    pub tenant_id: Option<String>,
+    pub role: Role,
+    pub name: String,
+    /// The last four characters, so a person can tell keys apart.
+    pub last4: String,
+    /// When set, the key sees only these connections ("brand filtering").
+    pub connections: Option<Vec<String>>,
+    pub created_at: Millis,
+    pub revoked_at: Option<Millis>,
+}
+
+impl FromDbRow for ApiKey {
+    fn from_row(r: &impl DbRow) -> RowResult<Self> {
+        let role: String = r.string("role")?;
+        let connections = r
+            .opt_string("connections")?
+            .map(|s| serde_json::from_str(&s).unwrap_or_default());
+        Ok(ApiKey {
+            id: r.string("id")?,
+            tenant_id: r.opt_string("tenant_id")?,
+            role: role.parse().map_err(|e: String| sqlx::Error::Decode(e.into()))?,
+            name: r.string("name")?,
+            last4: r.string("key_last4")?,
+            connections,
+            created_at: r.i64("created_at")?,
+            revoked_at: r.opt_i64("revoked_at")?,
+        })
+    }
+}
+
+impl ApiKey {
+    /// The rows this key may see.
+    pub fn scope(&self) -> Scope {
+        match (&self.role, &self.tenant_id) {
+            (Role::Platform, _) | (_, None) => Scope::All,
+            (_, Some(t)) => Scope::Tenant(t.clone()),
+        }
+    }
+}
+
+/// What a caller asks for when creating a key.
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    pub id: Option<String>,
+    pub tenant_id: Option<String>,
+    pub role: Role,
+    pub name: String,
+    pub connections: Option<Vec<String>>,
+}
+
+const KEY_COLUMNS: &str =
+    "id, tenant_id, role, name, key_last4, connections, created_at, revoked_at";
+
+impl Store {
+    /// Creates a tenant; a taken name is a conflict.
+    pub async fn create_tenant(&self, name: &str, now: Millis) -> Result<Tenant> {
+        let t = Tenant {
+            id: new_id("ten"),
+            name: name.to_string(),
+            created_at: now,
+        };
+        on_writer!(self, p => {
+            sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
+                .bind(&t.id)
+                .bind(&t.name)
+                .bind(t.created_at)
+                .execute(p)
+                .await
+                .map_err(|e| match StoreError::from(e) {
+                    StoreError::Conflict(_) => StoreError::Conflict(format!("a tenant named `{name}` already exists")),
+                    other => other,
+                })?;
+        });
+        Ok(t)
+    }
+
+    pub async fn get_tenant(&self, scope: &Scope, id: &str) -> Result<Option<Tenant>> {
+        on_reader!(self, p => {
+            let row = sqlx::query("SELECT id, name, created_at FROM tenants WHERE id = $1 AND (CAST($2 AS TEXT) IS NULL OR id = $2)")
+                .bind(id)
+                .bind(scope.tenant())
+                .fetch_optional(p)
+                .await?;
+            Ok(row.as_ref().map(Tenant::from_row).transpose()?)
+        })
+    }
+
+    pub async fn list_tenants(&self, scope: &Scope, page: &PageRequest) -> Result<Page<Tenant>> {
+        let after = page.after.as_deref().and_then(decode_cursor).unwrap_or_default();
+        on_reader!(self, p => {
+            let rows = sqlx::query("SELECT id, name, created_at FROM tenants WHERE id > $1 AND (CAST($2 AS TEXT) IS NULL OR id = $2) ORDER BY id LIMIT $3")
+                .bind(&after)
+                .bind(scope.tenant())
+                .bind(page.limit + 1)
+                .fetch_all(p)
+                .await?;
+            let items = rows.iter().map(Tenant::from_row).collect::<RowResult<Vec<_>>>()?;
+            Ok(Page::from_overfetch(items, page.limit, |t| t.id.clone()))
+        })
+    }
+
+    /// Stores a new key and returns it with the clear key, which is never retrievable again.
+    pub async fn create_api_key(&self, new: NewApiKey, clear_key: &str, now: Millis) -> Result<ApiKey> {
+        let key = ApiKey {
+            id: new.id.unwrap_or_else(|| new_id("key")),
+            tenant_id: new.tenant_id,
+            role: new.role,
+            name: new.name,
+            last4: clear_key.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect(),
+            connections: new.connections,
+            created_at: now,
+            revoked_at: None,
+        };
+        let connections = key.connections.as_ref().map(|c| serde_json::to_string(c).expect("strings serialize"));
+        on_writer!(self, p => {
+            sqlx::query("INSERT INTO api_keys (id, tenant_id, role, name, key_hash, key_last4, connections, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+                .bind(&key.id)
+                .bind(&key.tenant_id)
+                .bind(key.role.as_str())
+                .bind(&key.name)
+                .bind(hash_api_key(clear_key))
+                .bind(&key.last4)
+                .bind(connections)
+                .bind(key.created_at)
+                .execute(p)
+                .await?;
+        });
+        Ok(key)
+    }
+
+    /// Ensures the bootstrap platform key exists with exactly this secret (for automation:
+    /// the environment names the key, the store keeps only its hash).
+    pub async fn upsert_bootstrap_key(&self, clear_key: &str, now: Millis) -> Result<()> {
+        on_writer!(self, p => {
+            sqlx::query("INSERT INTO api_keys (id, tenant_id, role, name, key_hash, key_last4, created_at) VALUES ('key_bootstrap', NULL, 'platform', 'bootstrap', $1, $2, $3)
+                         ON CONFLICT (id) DO UPDATE SET key_hash = excluded.key_hash, key_last4 = excluded.key_last4, revoked_at = NULL")
+                .bind(hash_api_key(clear_key))
+                .bind(clear_key.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect::<String>())
+                .bind(now)
+                .execute(p)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// How many keys exist at all, revoked or not (an empty store gets a generated bootstrap key).
+    pub async fn count_api_keys(&self) -> Result<i64> {
+        on_reader!(self, p => {
+            let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM api_keys").fetch_one(p).await?;
+            Ok(n)
+        })
+    }
+
+    /// The live key whose clear text is `clear_key`, if any.
+    pub async fn authenticate(&self, clear_key: &str) -> Result<Option<ApiKey>> {
+        let hash = hash_api_key(clear_key);
+        on_reader!(self, p => {
+            let row = sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL"))
+                .bind(hash)
+                .fetch_optional(p)
+                .await?;
+            Ok(row.as_ref().map(ApiKey::from_row).transpose()?)
+        })
+    }
+
+    pub async fn list_api_keys(&self, scope: &Scope, page: &PageRequest) -> Result<Page<ApiKey>> {
+        let after = page.after.as_deref().and_then(decode_cursor).unwrap_or_default();
+        on_reader!(self, p => {
+            let rows = sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id > $1 AND (CAST($2 AS TEXT) IS NULL OR tenant_id = $2) ORDER BY id LIMIT $3"))
+                .bind(&after)
+                .bind(scope.tenant())
+                .bind(page.limit + 1)
+                .fetch_all(p)
+                .await?;
+            let items = rows.iter().map(ApiKey::from_row).collect::<RowResult<Vec<_>>>()?;
+            Ok(Page::from_overfetch(items, page.limit, |k| k.id.clone()))
+        })
+    }
+
+    /// Revokes a key visible in `scope`; `NotFound` when there is none to revoke.
+    pub async fn revoke_api_key(&self, scope: &Scope, id: &str, now: Millis) -> Result<ApiKey> {
+        on_writer!(self, p => {
+            let row = sqlx::query(&format!("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL AND (CAST($3 AS TEXT) IS NULL OR tenant_id = $3) RETURNING {KEY_COLUMNS}"))
+                .bind(now)
+                .bind(id)
+                .bind(scope.tenant())
+                .fetch_optional(p)
+                .await?;
+            row.as_ref().map(ApiKey::from_row).transpose()?.ok_or(StoreError::NotFound)
+        })
+    }
+}
