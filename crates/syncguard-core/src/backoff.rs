@@ -41,7 +41,12 @@ impl RetryPolicy {
 
     /// The delay to wait after failed attempt `attempt`, with jitter drawn from `rng` and the
     /// provider's hint (if any) taking precedence when it is larger.
-    pub fn delay_ms<R: Rng + ?Sized>(&self, attempt: u32, hint_ms: Option<u64>, rng: &mut R) -> u64 {
+    pub fn delay_ms<R: Rng + ?Sized>(
+        &self,
+        attempt: u32,
+        hint_ms: Option<u64>,
+        rng: &mut R,
+    ) -> u64 {
         let (lo, hi) = self.bounds_ms(attempt);
         let jittered = if hi > lo { rng.gen_range(lo..=hi) } else { hi };
         match hint_ms {

@@ -70,11 +70,19 @@ mod tests {
     #[test]
     fn statuses_map_to_the_spec_classes() {
         for s in [500, 502, 503, 504, 408] {
-            assert_eq!(ErrorClass::from_status(s), Some(ErrorClass::Transient), "{s}");
+            assert_eq!(
+                ErrorClass::from_status(s),
+                Some(ErrorClass::Transient),
+                "{s}"
+            );
         }
         assert_eq!(ErrorClass::from_status(429), Some(ErrorClass::RateLimited));
         for s in [400, 401, 403, 404, 409, 422, 423] {
-            assert_eq!(ErrorClass::from_status(s), Some(ErrorClass::Permanent), "{s}");
+            assert_eq!(
+                ErrorClass::from_status(s),
+                Some(ErrorClass::Permanent),
+                "{s}"
+            );
         }
         assert_eq!(ErrorClass::from_status(200), None);
         assert_eq!(ErrorClass::from_status(304), None);

@@ -62,7 +62,12 @@ impl Store {
     }
 
     /// Newest first.
-    pub async fn list_audit(&self, scope: &Scope, action: Option<&str>, page: &PageRequest) -> Result<Page<AuditEntry>> {
+    pub async fn list_audit(
+        &self,
+        scope: &Scope,
+        action: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<Page<AuditEntry>> {
         let before: i64 = page
             .after
             .as_deref()

@@ -32,7 +32,13 @@ pub enum Claim {
 }
 
 impl Store {
-    pub async fn claim_idempotency_key(&self, scope: &str, key: &str, request_hash: &str, now: Millis) -> Result<Claim> {
+    pub async fn claim_idempotency_key(
+        &self,
+        scope: &str,
+        key: &str,
+        request_hash: &str,
+        now: Millis,
+    ) -> Result<Claim> {
         on_writer!(self, p => {
             let mut tx = p.begin().await?;
             // Expired entries and abandoned claims make room for a fresh claim.
@@ -79,7 +85,12 @@ impl Store {
     }
 
     /// Stores the response of a claimed request so that retries replay it.
-    pub async fn finish_idempotent(&self, scope: &str, key: &str, resp: &StoredResponse) -> Result<()> {
+    pub async fn finish_idempotent(
+        &self,
+        scope: &str,
+        key: &str,
+        resp: &StoredResponse,
+    ) -> Result<()> {
         on_writer!(self, p => {
             sqlx::query("UPDATE idempotency_keys SET state = 'done', status = $1, content_type = $2, body = $3 WHERE scope = $4 AND key = $5")
                 .bind(resp.status as i64)

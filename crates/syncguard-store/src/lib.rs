@@ -20,6 +20,7 @@
 
 pub mod audit;
 pub mod idempotency;
+pub mod leader;
 pub mod migrate;
 pub mod page;
 pub mod queue;
@@ -176,7 +177,9 @@ impl Store {
         };
         let pools = if url.starts_with("sqlite:") {
             if url.contains(":memory:") {
-                return Err(bad("in-memory SQLite cannot be shared by the API and workers; use a file".into()));
+                return Err(bad(
+                    "in-memory SQLite cannot be shared by the API and workers; use a file".into(),
+                ));
             }
             let base = SqliteConnectOptions::from_str(url)
                 .map_err(|e| bad(e.to_string()))?

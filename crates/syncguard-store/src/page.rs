@@ -53,7 +53,10 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_reject_garbage() {
-        assert_eq!(decode_cursor(&encode_cursor("j:42")).as_deref(), Some("j:42"));
+        assert_eq!(
+            decode_cursor(&encode_cursor("j:42")).as_deref(),
+            Some("j:42")
+        );
         assert_eq!(decode_cursor("%%%"), None);
     }
 
@@ -61,7 +64,10 @@ mod tests {
     fn overfetch_sets_next_cursor_only_when_more_exist() {
         let p = Page::from_overfetch(vec![1, 2, 3], 2, |i| i.to_string());
         assert_eq!(p.items, vec![1, 2]);
-        assert_eq!(p.next_cursor.as_deref().and_then(decode_cursor).as_deref(), Some("2"));
+        assert_eq!(
+            p.next_cursor.as_deref().and_then(decode_cursor).as_deref(),
+            Some("2")
+        );
         let p = Page::from_overfetch(vec![1, 2], 2, |i| i.to_string());
         assert!(p.next_cursor.is_none());
     }

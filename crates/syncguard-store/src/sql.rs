@@ -40,12 +40,19 @@ impl Conditions {
     }
 
     /// `col` is one of `values` (a JSON array of strings bound as one text parameter).
-    pub(crate) fn and_in_list(&mut self, backend: Backend, col: &str, values: &[String]) -> &mut Self {
+    pub(crate) fn and_in_list(
+        &mut self,
+        backend: Backend,
+        col: &str,
+        values: &[String],
+    ) -> &mut Self {
         let json = serde_json::to_string(values).expect("strings serialize");
         let ph = self.push_bind(Bind::Str(json));
         let cond = match backend {
             Backend::Sqlite => format!("{col} IN (SELECT value FROM json_each({ph}))"),
-            Backend::Postgres => format!("{col} IN (SELECT json_array_elements_text(CAST({ph} AS json)))"),
+            Backend::Postgres => {
+                format!("{col} IN (SELECT json_array_elements_text(CAST({ph} AS json)))")
+            }
         };
         self.parts.push(cond);
         self

@@ -50,7 +50,9 @@ impl FromDbRow for ApiKey {
         Ok(ApiKey {
             id: r.string("id")?,
             tenant_id: r.opt_string("tenant_id")?,
-            role: role.parse().map_err(|e: String| sqlx::Error::Decode(e.into()))?,
+            role: role
+                .parse()
+                .map_err(|e: String| sqlx::Error::Decode(e.into()))?,
             name: r.string("name")?,
             last4: r.string("key_last4")?,
             connections,
@@ -118,7 +120,11 @@ impl Store {
     }
 
     pub async fn list_tenants(&self, scope: &Scope, page: &PageRequest) -> Result<Page<Tenant>> {
-        let after = page.after.as_deref().and_then(decode_cursor).unwrap_or_default();
+        let after = page
+            .after
+            .as_deref()
+            .and_then(decode_cursor)
+            .unwrap_or_default();
         on_reader!(self, p => {
             let rows = sqlx::query("SELECT id, name, created_at FROM tenants WHERE id > $1 AND (CAST($2 AS TEXT) IS NULL OR id = $2) ORDER BY id LIMIT $3")
                 .bind(&after)
@@ -132,18 +138,33 @@ impl Store {
     }
 
     /// Stores a new key and returns it with the clear key, which is never retrievable again.
-    pub async fn create_api_key(&self, new: NewApiKey, clear_key: &str, now: Millis) -> Result<ApiKey> {
+    pub async fn create_api_key(
+        &self,
+        new: NewApiKey,
+        clear_key: &str,
+        now: Millis,
+    ) -> Result<ApiKey> {
         let key = ApiKey {
             id: new.id.unwrap_or_else(|| new_id("key")),
             tenant_id: new.tenant_id,
             role: new.role,
             name: new.name,
-            last4: clear_key.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect(),
+            last4: clear_key
+                .chars()
+                .rev()
+                .take(4)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect(),
             connections: new.connections,
             created_at: now,
             revoked_at: None,
         };
-        let connections = key.connections.as_ref().map(|c| serde_json::to_string(c).expect("strings serialize"));
+        let connections = key
+            .connections
+            .as_ref()
+            .map(|c| serde_json::to_string(c).expect("strings serialize"));
         on_writer!(self, p => {
             sqlx::query("INSERT INTO api_keys (id, tenant_id, role, name, key_hash, key_last4, connections, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
                 .bind(&key.id)
@@ -196,7 +217,11 @@ impl Store {
     }
 
     pub async fn list_api_keys(&self, scope: &Scope, page: &PageRequest) -> Result<Page<ApiKey>> {
-        let after = page.after.as_deref().and_then(decode_cursor).unwrap_or_default();
+        let after = page
+            .after
+            .as_deref()
+            .and_then(decode_cursor)
+            .unwrap_or_default();
         on_reader!(self, p => {
             let rows = sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id > $1 AND (CAST($2 AS TEXT) IS NULL OR tenant_id = $2) ORDER BY id LIMIT $3"))
                 .bind(&after)

@@ -41,8 +41,14 @@ pub async fn fresh_unmigrated(backend: Backend) -> TestDb {
         Backend::Sqlite => {
             let dir = tempfile_dir::Dir::new();
             let url = format!("sqlite://{}", dir.path.join("syncguard.db").display());
-            let store = Store::connect(&url, &StoreOptions::default()).await.expect("sqlite opens");
-            TestDb { store, url, _dir: Some(dir) }
+            let store = Store::connect(&url, &StoreOptions::default())
+                .await
+                .expect("sqlite opens");
+            TestDb {
+                store,
+                url,
+                _dir: Some(dir),
+            }
         }
         Backend::Postgres => {
             let admin = postgres_admin_url();
@@ -53,7 +59,9 @@ pub async fn fresh_unmigrated(backend: Backend) -> TestDb {
             let name = format!("sg_t_{now}_{}", uuid::Uuid::new_v4().simple());
             let mut conn = sqlx::PgConnection::connect(&admin)
                 .await
-                .unwrap_or_else(|e| panic!("postgres at {admin} is needed for the postgres tests: {e}"));
+                .unwrap_or_else(|e| {
+                    panic!("postgres at {admin} is needed for the postgres tests: {e}")
+                });
             drop_stale_databases(&mut conn, now).await;
             sqlx::query(&format!("CREATE DATABASE {name}"))
                 .execute(&mut conn)
@@ -61,22 +69,32 @@ pub async fn fresh_unmigrated(backend: Backend) -> TestDb {
                 .expect("create test database");
             conn.close().await.ok();
             let url = replace_database(&admin, &name);
-            let opts = StoreOptions { pg_max_connections: 8, ..Default::default() };
+            let opts = StoreOptions {
+                pg_max_connections: 8,
+                ..Default::default()
+            };
             let store = Store::connect(&url, &opts).await.expect("postgres opens");
-            TestDb { store, url, _dir: None }
+            TestDb {
+                store,
+                url,
+                _dir: None,
+            }
         }
     }
 }
 
 async fn drop_stale_databases(conn: &mut sqlx::PgConnection, now: u64) {
-    let names: Vec<(String,)> = sqlx::query_as("SELECT datname FROM pg_database WHERE datname LIKE 'sg\\_t\\_%'")
-        .fetch_all(&mut *conn)
-        .await
-        .unwrap_or_default();
+    let names: Vec<(String,)> =
+        sqlx::query_as("SELECT datname FROM pg_database WHERE datname LIKE 'sg\\_t\\_%'")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap_or_default();
     for (name,) in names {
         let created: Option<u64> = name.split('_').nth(2).and_then(|s| s.parse().ok());
         if created.is_some_and(|c| c + 3600 < now) {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut *conn).await;
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut *conn)
+                .await;
         }
     }
 }
@@ -109,7 +127,8 @@ mod tempfile_dir {
 
     impl Dir {
         pub fn new() -> Dir {
-            let path = std::env::temp_dir().join(format!("syncguard-test-{}", uuid::Uuid::new_v4().simple()));
+            let path = std::env::temp_dir()
+                .join(format!("syncguard-test-{}", uuid::Uuid::new_v4().simple()));
             std::fs::create_dir_all(&path).expect("create temp dir");
             Dir { path }
         }
@@ -126,7 +145,13 @@ mod tempfile_dir {
 mod tests {
     #[test]
     fn database_name_is_replaced() {
-        assert_eq!(super::replace_database("postgres://u@h:5432/test", "x"), "postgres://u@h:5432/x");
-        assert_eq!(super::replace_database("postgres://u@h/test?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
+        assert_eq!(
+            super::replace_database("postgres://u@h:5432/test", "x"),
+            "postgres://u@h:5432/x"
+        );
+        assert_eq!(
+            super::replace_database("postgres://u@h/test?sslmode=disable", "x"),
+            "postgres://u@h/x?sslmode=disable"
+        );
     }
 }

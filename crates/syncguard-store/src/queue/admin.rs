@@ -69,7 +69,14 @@ impl Store {
             c.and("error_class = ?", vec![Bind::Str(class.as_str().into())]);
         }
         if let Some(r) = f.reviewed {
-            c.and(if r { "reviewed = TRUE" } else { "reviewed = FALSE" }, vec![]);
+            c.and(
+                if r {
+                    "reviewed = TRUE"
+                } else {
+                    "reviewed = FALSE"
+                },
+                vec![],
+            );
         }
         if let Some(list) = &f.visible_connections {
             c.and_in_list(self.backend(), "connection_id", list);
@@ -78,13 +85,26 @@ impl Store {
     }
 
     /// Jobs newest first.
-    pub async fn list_jobs(&self, scope: &Scope, f: &JobFilter, page: &PageRequest) -> Result<Page<Job>> {
+    pub async fn list_jobs(
+        &self,
+        scope: &Scope,
+        f: &JobFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Job>> {
         let mut c = self.job_conditions(scope, f);
-        if let Some(before) = page.after.as_deref().and_then(decode_cursor).and_then(|s| s.parse::<i64>().ok()) {
+        if let Some(before) = page
+            .after
+            .as_deref()
+            .and_then(decode_cursor)
+            .and_then(|s| s.parse::<i64>().ok())
+        {
             c.and("id < ?", vec![Bind::I64(before)]);
         }
         let limit = c.push_bind(Bind::I64(page.limit + 1));
-        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs{} ORDER BY id DESC LIMIT {limit}", c.where_clause());
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs{} ORDER BY id DESC LIMIT {limit}",
+            c.where_clause()
+        );
         on_reader!(self, p => {
             let rows = bind_all!(sqlx::query(&sql), &c.binds).fetch_all(p).await?;
             let items = rows.iter().map(Job::from_row).collect::<RowResult<Vec<_>>>()?;
@@ -93,8 +113,16 @@ impl Store {
     }
 
     /// One job, if `scope` (and the key's connection list) may see it.
-    pub async fn get_job(&self, scope: &Scope, visible: Option<&[String]>, id: i64) -> Result<Option<Job>> {
-        let f = JobFilter { visible_connections: visible.map(|v| v.to_vec()), ..Default::default() };
+    pub async fn get_job(
+        &self,
+        scope: &Scope,
+        visible: Option<&[String]>,
+        id: i64,
+    ) -> Result<Option<Job>> {
+        let f = JobFilter {
+            visible_connections: visible.map(|v| v.to_vec()),
+            ..Default::default()
+        };
         let mut c = self.job_conditions(scope, &f);
         c.and("id = ?", vec![Bind::I64(id)]);
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs{}", c.where_clause());
@@ -106,10 +134,22 @@ impl Store {
 
     /// Cancels a job that has not finished. A running job's eventual result is discarded (its
     /// worker's writes are guarded by state).
-    pub async fn cancel_job(&self, scope: &Scope, visible: Option<&[String]>, id: i64, now: Millis) -> Result<Job> {
-        let job = self.get_job(scope, visible, id).await?.ok_or(StoreError::NotFound)?;
+    pub async fn cancel_job(
+        &self,
+        scope: &Scope,
+        visible: Option<&[String]>,
+        id: i64,
+        now: Millis,
+    ) -> Result<Job> {
+        let job = self
+            .get_job(scope, visible, id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
         if !job.state.is_active() {
-            return Err(StoreError::Conflict(format!("job {id} is {} and cannot be cancelled", job.state)));
+            return Err(StoreError::Conflict(format!(
+                "job {id} is {} and cannot be cancelled",
+                job.state
+            )));
         }
         on_writer!(self, p => {
             let row = sqlx::query(&format!("UPDATE jobs SET state = 'cancelled', finished_at = $1, updated_at = $1, locked_by = NULL, lease_until = NULL
@@ -126,8 +166,17 @@ impl Store {
     }
 
     /// Runs a waiting job now, or replays a dead or cancelled one as a fresh job.
-    pub async fn retry_job(&self, scope: &Scope, visible: Option<&[String]>, id: i64, now: Millis) -> Result<RetryOutcome> {
-        let job = self.get_job(scope, visible, id).await?.ok_or(StoreError::NotFound)?;
+    pub async fn retry_job(
+        &self,
+        scope: &Scope,
+        visible: Option<&[String]>,
+        id: i64,
+        now: Millis,
+    ) -> Result<RetryOutcome> {
+        let job = self
+            .get_job(scope, visible, id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
         match job.state {
             JobState::Available | JobState::Retryable => {
                 on_writer!(self, p => {
@@ -137,43 +186,87 @@ impl Store {
                         .execute(p)
                         .await?;
                 });
-                let job = self.get_job(scope, visible, id).await?.ok_or(StoreError::NotFound)?;
+                let job = self
+                    .get_job(scope, visible, id)
+                    .await?
+                    .ok_or(StoreError::NotFound)?;
                 Ok(RetryOutcome::RunNow(job))
             }
             JobState::Dead | JobState::Cancelled => {
-                let filter = ReplayFilter { ids: Some(vec![id]), visible_connections: visible.map(|v| v.to_vec()), ..Default::default() };
+                let filter = ReplayFilter {
+                    ids: Some(vec![id]),
+                    visible_connections: visible.map(|v| v.to_vec()),
+                    ..Default::default()
+                };
                 let states = [job.state];
-                let r = self.replay_jobs(scope, &filter, &states, false, 0, now).await?;
-                let fresh = r.job_ids.first().copied().ok_or_else(|| StoreError::Conflict(format!("job {id} has an active twin with the same unique key")))?;
-                let job = self.get_job(scope, visible, fresh).await?.ok_or(StoreError::NotFound)?;
+                let r = self
+                    .replay_jobs(scope, &filter, &states, false, 0, now)
+                    .await?;
+                let fresh = r.job_ids.first().copied().ok_or_else(|| {
+                    StoreError::Conflict(format!(
+                        "job {id} has an active twin with the same unique key"
+                    ))
+                })?;
+                let job = self
+                    .get_job(scope, visible, fresh)
+                    .await?
+                    .ok_or(StoreError::NotFound)?;
                 Ok(RetryOutcome::Replayed(job))
             }
-            JobState::Running | JobState::Succeeded => {
-                Err(StoreError::Conflict(format!("job {id} is {} and cannot be retried", job.state)))
-            }
+            JobState::Running | JobState::Succeeded => Err(StoreError::Conflict(format!(
+                "job {id} is {} and cannot be retried",
+                job.state
+            ))),
         }
     }
 
     /// Marks a dead letter reviewed (or not).
-    pub async fn review_dead_letter(&self, scope: &Scope, visible: Option<&[String]>, id: i64, reviewed: bool) -> Result<Job> {
-        let job = self.get_job(scope, visible, id).await?.ok_or(StoreError::NotFound)?;
+    pub async fn review_dead_letter(
+        &self,
+        scope: &Scope,
+        visible: Option<&[String]>,
+        id: i64,
+        reviewed: bool,
+    ) -> Result<Job> {
+        let job = self
+            .get_job(scope, visible, id)
+            .await?
+            .ok_or(StoreError::NotFound)?;
         if job.state != JobState::Dead {
             return Err(StoreError::NotFound);
         }
         on_writer!(self, p => {
             sqlx::query("UPDATE jobs SET reviewed = $1 WHERE id = $2").bind(reviewed).bind(id).execute(p).await?;
         });
-        self.get_job(scope, visible, id).await?.ok_or(StoreError::NotFound)
+        self.get_job(scope, visible, id)
+            .await?
+            .ok_or(StoreError::NotFound)
     }
 
     /// Replays dead letters as fresh jobs (attempts 0, linked both ways), spread `stagger_ms`
     /// apart. A filter replay skips dead letters already replayed; explicit ids replay again.
     /// With `dry_run` nothing is written and `matched` says what would run.
-    pub async fn replay_dead_letters(&self, scope: &Scope, filter: &ReplayFilter, dry_run: bool, stagger_ms: i64, now: Millis) -> Result<ReplayResult> {
-        self.replay_jobs(scope, filter, &[JobState::Dead], dry_run, stagger_ms, now).await
+    pub async fn replay_dead_letters(
+        &self,
+        scope: &Scope,
+        filter: &ReplayFilter,
+        dry_run: bool,
+        stagger_ms: i64,
+        now: Millis,
+    ) -> Result<ReplayResult> {
+        self.replay_jobs(scope, filter, &[JobState::Dead], dry_run, stagger_ms, now)
+            .await
     }
 
-    async fn replay_jobs(&self, scope: &Scope, filter: &ReplayFilter, states: &[JobState], dry_run: bool, stagger_ms: i64, now: Millis) -> Result<ReplayResult> {
+    async fn replay_jobs(
+        &self,
+        scope: &Scope,
+        filter: &ReplayFilter,
+        states: &[JobState],
+        dry_run: bool,
+        stagger_ms: i64,
+        now: Millis,
+    ) -> Result<ReplayResult> {
         let mut c = Conditions::default();
         let state_list: Vec<String> = states.iter().map(|s| s.as_str().to_string()).collect();
         c.and_in_list(self.backend(), "state", &state_list);
@@ -199,13 +292,19 @@ impl Store {
             c.and("error_class = ?", vec![Bind::Str(class.as_str().into())]);
         }
         if let Some(h) = filter.max_age_hours {
-            c.and("COALESCE(finished_at, updated_at) >= ?", vec![Bind::I64(now - h * 3_600_000)]);
+            c.and(
+                "COALESCE(finished_at, updated_at) >= ?",
+                vec![Bind::I64(now - h * 3_600_000)],
+            );
         }
         if let Some(list) = &filter.visible_connections {
             c.and_in_list(self.backend(), "connection_id", list);
         }
         let limit = c.push_bind(Bind::I64(REPLAY_MAX));
-        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs{} ORDER BY id LIMIT {limit}", c.where_clause());
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs{} ORDER BY id LIMIT {limit}",
+            c.where_clause()
+        );
         on_writer!(self, p => {
             let mut tx = p.begin().await?;
             let rows = bind_all!(sqlx::query(&sql), &c.binds).fetch_all(&mut *tx).await?;

@@ -57,7 +57,10 @@ impl JobState {
 
     /// Active jobs are the ones a unique key admits only one of.
     pub fn is_active(self) -> bool {
-        matches!(self, JobState::Available | JobState::Running | JobState::Retryable)
+        matches!(
+            self,
+            JobState::Available | JobState::Running | JobState::Retryable
+        )
     }
 }
 
@@ -120,7 +123,8 @@ impl FromDbRow for Job {
             tenant_id: r.opt_string("tenant_id")?,
             connection_id: r.opt_string("connection_id")?,
             kind: r.string("kind")?,
-            payload: serde_json::from_str(&r.string("payload")?).map_err(|e| decode_err(e.to_string()))?,
+            payload: serde_json::from_str(&r.string("payload")?)
+                .map_err(|e| decode_err(e.to_string()))?,
             state: r.string("state")?.parse().map_err(decode_err)?,
             priority: r.i64("priority")?,
             attempts: r.i64("attempts")?,
@@ -133,7 +137,11 @@ impl FromDbRow for Job {
             locked_by: r.opt_string("locked_by")?,
             lease_until: r.opt_i64("lease_until")?,
             unique_key: r.opt_string("unique_key")?,
-            error_class: r.opt_string("error_class")?.map(|c| c.parse()).transpose().map_err(decode_err)?,
+            error_class: r
+                .opt_string("error_class")?
+                .map(|c| c.parse())
+                .transpose()
+                .map_err(decode_err)?,
             last_error: r.opt_string("last_error")?,
             reviewed: r.bool("reviewed")?,
             replayed_from: r.opt_i64("replayed_from")?,
@@ -299,7 +307,14 @@ impl Store {
 
     /// Claims up to `limit` due jobs for `worker`, leasing them until `now + lease_ms`.
     /// Lower priority values first, then oldest `run_at`.
-    pub async fn claim_jobs(&self, worker: &str, limit: i64, now: Millis, lease_ms: i64, kinds: Option<&[String]>) -> Result<Vec<Job>> {
+    pub async fn claim_jobs(
+        &self,
+        worker: &str,
+        limit: i64,
+        now: Millis,
+        lease_ms: i64,
+        kinds: Option<&[String]>,
+    ) -> Result<Vec<Job>> {
         let lock = match self.backend() {
             crate::Backend::Sqlite => "",
             crate::Backend::Postgres => "FOR UPDATE SKIP LOCKED",
@@ -307,8 +322,12 @@ impl Store {
         let kinds_json = kinds.map(|k| serde_json::to_string(k).expect("strings serialize"));
         let kind_filter = match (kinds.is_some(), self.backend()) {
             (false, _) => String::new(),
-            (true, crate::Backend::Sqlite) => "AND kind IN (SELECT value FROM json_each($5))".to_string(),
-            (true, crate::Backend::Postgres) => "AND kind IN (SELECT json_array_elements_text(CAST($5 AS json)))".to_string(),
+            (true, crate::Backend::Sqlite) => {
+                "AND kind IN (SELECT value FROM json_each($5))".to_string()
+            }
+            (true, crate::Backend::Postgres) => {
+                "AND kind IN (SELECT json_array_elements_text(CAST($5 AS json)))".to_string()
+            }
         };
         let sql = format!(
             "UPDATE jobs SET state = 'running', attempts = attempts + 1, locked_by = $1, lease_until = $2, started_at = $3, updated_at = $3
@@ -342,7 +361,12 @@ impl Store {
 
     /// Records how claimed jobs ended, all in one transaction. Returns the ids whose completion
     /// was refused because `worker` no longer held them (lease lost, cancelled).
-    pub async fn complete_jobs(&self, worker: &str, batch: &[Completion], now: Millis) -> Result<Vec<i64>> {
+    pub async fn complete_jobs(
+        &self,
+        worker: &str,
+        batch: &[Completion],
+        now: Millis,
+    ) -> Result<Vec<i64>> {
         let succeeded: Vec<i64> = batch
             .iter()
             .filter(|c| c.outcome == Outcome::Succeeded)

@@ -10,7 +10,13 @@ use crate::{on_writer, Millis, Result, Store};
 impl Store {
     /// Enqueues `job` for slot `slot` of schedule `name` unless that slot already ran.
     /// Returns the job id when this call scheduled it.
-    pub async fn schedule_periodic(&self, name: &str, slot: i64, job: &NewJob, now: Millis) -> Result<Option<i64>> {
+    pub async fn schedule_periodic(
+        &self,
+        name: &str,
+        slot: i64,
+        job: &NewJob,
+        now: Millis,
+    ) -> Result<Option<i64>> {
         on_writer!(self, p => {
             let mut tx = p.begin().await?;
             let claimed = sqlx::query("INSERT INTO periodic_runs (name, slot, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")

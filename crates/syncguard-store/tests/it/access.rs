@@ -21,7 +21,10 @@ fn page(limit: i64) -> PageRequest {
 
 async fn migrations_are_idempotent(db: TestDb) {
     assert!(db.store.migrate().await.unwrap().is_empty());
-    assert_eq!(db.store.schema_version().await.unwrap(), syncguard_store::migrate::latest_version());
+    assert_eq!(
+        db.store.schema_version().await.unwrap(),
+        syncguard_store::migrate::latest_version()
+    );
 }
 
 async fn tenants_are_unique_by_name(db: TestDb) {
@@ -31,7 +34,10 @@ async fn tenants_are_unique_by_name(db: TestDb) {
     db.store.create_tenant("globex", T0).await.unwrap();
     let all = db.store.list_tenants(&Scope::All, &page(1)).await.unwrap();
     assert_eq!(all.items.len(), 1);
-    let next = PageRequest { after: all.next_cursor.clone(), limit: 1 };
+    let next = PageRequest {
+        after: all.next_cursor.clone(),
+        limit: 1,
+    };
     let rest = db.store.list_tenants(&Scope::All, &next).await.unwrap();
     assert_eq!(rest.items.len(), 1);
     assert_ne!(rest.items[0].id, all.items[0].id);
@@ -44,19 +50,38 @@ async fn keys_authenticate_until_revoked(db: TestDb) {
     let key = db
         .store
         .create_api_key(
-            NewApiKey { id: None, tenant_id: Some(t.id.clone()), role: Role::Operator, name: "ops".into(), connections: Some(vec!["con_a".into()]) },
+            NewApiKey {
+                id: None,
+                tenant_id: Some(t.id.clone()),
+                role: Role::Operator,
+                name: "ops".into(),
+                connections: Some(vec!["con_a".into()]),
+            },
             clear,
             T0,
         )
         .await
         .unwrap();
     assert_eq!(key.last4, "1234");
-    let found = db.store.authenticate(clear).await.unwrap().expect("key authenticates");
+    let found = db
+        .store
+        .authenticate(clear)
+        .await
+        .unwrap()
+        .expect("key authenticates");
     assert_eq!(found.role, Role::Operator);
     assert_eq!(found.connections, Some(vec!["con_a".to_string()]));
     assert_eq!(found.scope(), Scope::Tenant(t.id.clone()));
-    assert!(db.store.authenticate("sg_live_wrong").await.unwrap().is_none());
-    db.store.revoke_api_key(&Scope::Tenant(t.id.clone()), &key.id, T0 + 1).await.unwrap();
+    assert!(db
+        .store
+        .authenticate("sg_live_wrong")
+        .await
+        .unwrap()
+        .is_none());
+    db.store
+        .revoke_api_key(&Scope::Tenant(t.id.clone()), &key.id, T0 + 1)
+        .await
+        .unwrap();
     assert!(db.store.authenticate(clear).await.unwrap().is_none());
 }
 
@@ -65,45 +90,128 @@ async fn keys_do_not_cross_tenants(db: TestDb) {
     let b = db.store.create_tenant("b", T0).await.unwrap();
     let key = db
         .store
-        .create_api_key(NewApiKey { id: None, tenant_id: Some(a.id.clone()), role: Role::Admin, name: "a".into(), connections: None }, "sg_live_a", T0)
+        .create_api_key(
+            NewApiKey {
+                id: None,
+                tenant_id: Some(a.id.clone()),
+                role: Role::Admin,
+                name: "a".into(),
+                connections: None,
+            },
+            "sg_live_a",
+            T0,
+        )
         .await
         .unwrap();
     let as_b = Scope::Tenant(b.id.clone());
-    assert!(db.store.list_api_keys(&as_b, &page(50)).await.unwrap().items.is_empty());
-    assert!(matches!(db.store.revoke_api_key(&as_b, &key.id, T0).await, Err(StoreError::NotFound)));
+    assert!(db
+        .store
+        .list_api_keys(&as_b, &page(50))
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    assert!(matches!(
+        db.store.revoke_api_key(&as_b, &key.id, T0).await,
+        Err(StoreError::NotFound)
+    ));
     assert!(db.store.get_tenant(&as_b, &a.id).await.unwrap().is_none());
-    assert!(db.store.authenticate("sg_live_a").await.unwrap().is_some(), "a foreign revoke changed nothing");
+    assert!(
+        db.store.authenticate("sg_live_a").await.unwrap().is_some(),
+        "a foreign revoke changed nothing"
+    );
 }
 
 async fn idempotency_claims_replay_mismatch_and_in_flight(db: TestDb) {
     let s = &db.store;
-    assert_eq!(s.claim_idempotency_key("key_1", "k", "h1", T0).await.unwrap(), Claim::New);
-    assert_eq!(s.claim_idempotency_key("key_1", "k", "h1", T0 + 1).await.unwrap(), Claim::InFlight);
-    assert_eq!(s.claim_idempotency_key("key_1", "k", "h2", T0 + 1).await.unwrap(), Claim::Mismatch);
-    let resp = StoredResponse { status: 201, content_type: Some("application/json".into()), body: b"{\"id\":1}".to_vec() };
+    assert_eq!(
+        s.claim_idempotency_key("key_1", "k", "h1", T0)
+            .await
+            .unwrap(),
+        Claim::New
+    );
+    assert_eq!(
+        s.claim_idempotency_key("key_1", "k", "h1", T0 + 1)
+            .await
+            .unwrap(),
+        Claim::InFlight
+    );
+    assert_eq!(
+        s.claim_idempotency_key("key_1", "k", "h2", T0 + 1)
+            .await
+            .unwrap(),
+        Claim::Mismatch
+    );
+    let resp = StoredResponse {
+        status: 201,
+        content_type: Some("application/json".into()),
+        body: b"{\"id\":1}".to_vec(),
+    };
     s.finish_idempotent("key_1", "k", &resp).await.unwrap();
-    assert_eq!(s.claim_idempotency_key("key_1", "k", "h1", T0 + 2).await.unwrap(), Claim::Replay(resp));
+    assert_eq!(
+        s.claim_idempotency_key("key_1", "k", "h1", T0 + 2)
+            .await
+            .unwrap(),
+        Claim::Replay(resp)
+    );
     // Another caller's key of the same name is its own.
-    assert_eq!(s.claim_idempotency_key("key_2", "k", "h9", T0 + 2).await.unwrap(), Claim::New);
+    assert_eq!(
+        s.claim_idempotency_key("key_2", "k", "h9", T0 + 2)
+            .await
+            .unwrap(),
+        Claim::New
+    );
     // After 24 h the key is free again.
     let later = T0 + syncguard_store::idempotency::RETENTION_MS + 1;
-    assert_eq!(s.claim_idempotency_key("key_1", "k", "h2", later).await.unwrap(), Claim::New);
+    assert_eq!(
+        s.claim_idempotency_key("key_1", "k", "h2", later)
+            .await
+            .unwrap(),
+        Claim::New
+    );
     // A claim released after a server-side failure can be retried at once.
     s.release_idempotency_key("key_1", "k").await.unwrap();
-    assert_eq!(s.claim_idempotency_key("key_1", "k", "h2", later).await.unwrap(), Claim::New);
+    assert_eq!(
+        s.claim_idempotency_key("key_1", "k", "h2", later)
+            .await
+            .unwrap(),
+        Claim::New
+    );
 }
 
 async fn audit_is_scoped(db: TestDb) {
     use syncguard_store::audit::NewAudit;
-    for (tenant, action) in [(Some("ten_a"), "key.create"), (Some("ten_b"), "key.create"), (None, "tenant.create")] {
+    for (tenant, action) in [
+        (Some("ten_a"), "key.create"),
+        (Some("ten_b"), "key.create"),
+        (None, "tenant.create"),
+    ] {
         db.store
-            .append_audit(NewAudit { tenant_id: tenant, actor: "key_x", action, target: None, params: serde_json::json!({"n": 1}), request_id: Some("req") }, T0)
+            .append_audit(
+                NewAudit {
+                    tenant_id: tenant,
+                    actor: "key_x",
+                    action,
+                    target: None,
+                    params: serde_json::json!({"n": 1}),
+                    request_id: Some("req"),
+                },
+                T0,
+            )
             .await
             .unwrap();
     }
-    let a = db.store.list_audit(&Scope::Tenant("ten_a".into()), None, &page(50)).await.unwrap();
+    let a = db
+        .store
+        .list_audit(&Scope::Tenant("ten_a".into()), None, &page(50))
+        .await
+        .unwrap();
     assert_eq!(a.items.len(), 1);
     assert_eq!(a.items[0].params["n"], 1);
-    let all = db.store.list_audit(&Scope::All, Some("key.create"), &page(50)).await.unwrap();
+    let all = db
+        .store
+        .list_audit(&Scope::All, Some("key.create"), &page(50))
+        .await
+        .unwrap();
     assert_eq!(all.items.len(), 2);
 }

@@ -3,7 +3,9 @@ use serde_json::json;
 use std::collections::HashSet;
 use syncguard_core::class::ErrorClass;
 use syncguard_store::page::PageRequest;
-use syncguard_store::queue::{Completion, JobFilter, JobState, NewJob, Outcome, ReplayFilter, RetryOutcome};
+use syncguard_store::queue::{
+    Completion, JobFilter, JobState, NewJob, Outcome, ReplayFilter, RetryOutcome,
+};
 use syncguard_store::testkit::TestDb;
 use syncguard_store::{Scope, StoreError};
 
@@ -30,7 +32,10 @@ fn job(kind: &str) -> NewJob {
 }
 
 fn all() -> PageRequest {
-    PageRequest { after: None, limit: 500 }
+    PageRequest {
+        after: None,
+        limit: 500,
+    }
 }
 
 async fn claim_leases_and_completes(db: TestDb) {
@@ -42,12 +47,31 @@ async fn claim_leases_and_completes(db: TestDb) {
     let j = &claimed[0];
     assert_eq!((j.id, j.state, j.attempts), (e.id, JobState::Running, 1));
     assert_eq!(j.lease_until, Some(T0 + 30_000));
-    assert!(s.claim_jobs("w2", 10, T0, 30_000, None).await.unwrap().is_empty(), "a leased job is not claimed twice");
+    assert!(
+        s.claim_jobs("w2", 10, T0, 30_000, None)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a leased job is not claimed twice"
+    );
     assert_eq!(s.heartbeat("w1", T0 + 60_000).await.unwrap(), 1);
-    let lost = s.complete_jobs("w1", &[Completion { id: e.id, outcome: Outcome::Succeeded }], T0 + 5).await.unwrap();
+    let lost = s
+        .complete_jobs(
+            "w1",
+            &[Completion {
+                id: e.id,
+                outcome: Outcome::Succeeded,
+            }],
+            T0 + 5,
+        )
+        .await
+        .unwrap();
     assert!(lost.is_empty());
     let j = s.get_job(&Scope::All, None, e.id).await.unwrap().unwrap();
-    assert_eq!((j.state, j.finished_at, j.locked_by), (JobState::Succeeded, Some(T0 + 5), None));
+    assert_eq!(
+        (j.state, j.finished_at, j.locked_by),
+        (JobState::Succeeded, Some(T0 + 5), None)
+    );
 }
 
 async fn scheduled_jobs_wait_for_run_at(db: TestDb) {
@@ -55,8 +79,18 @@ async fn scheduled_jobs_wait_for_run_at(db: TestDb) {
     let mut later = job("noop");
     later.run_at = Some(T0 + 10_000);
     s.enqueue(&later, T0).await.unwrap();
-    assert!(s.claim_jobs("w", 10, T0 + 9_999, 30_000, None).await.unwrap().is_empty());
-    assert_eq!(s.claim_jobs("w", 10, T0 + 10_000, 30_000, None).await.unwrap().len(), 1);
+    assert!(s
+        .claim_jobs("w", 10, T0 + 9_999, 30_000, None)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        s.claim_jobs("w", 10, T0 + 10_000, 30_000, None)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 async fn priority_orders_claims(db: TestDb) {
@@ -69,7 +103,10 @@ async fn priority_orders_claims(db: TestDb) {
     s.enqueue(&high, T0 + 1).await.unwrap();
     let claimed = s.claim_jobs("w", 1, T0 + 2, 30_000, None).await.unwrap();
     assert_eq!(claimed[0].kind, "high");
-    let only_low = s.claim_jobs("w", 5, T0 + 2, 30_000, Some(&["low".to_string()])).await.unwrap();
+    let only_low = s
+        .claim_jobs("w", 5, T0 + 2, 30_000, Some(&["low".to_string()]))
+        .await
+        .unwrap();
     assert_eq!(only_low.len(), 1);
     assert_eq!(only_low[0].kind, "low");
 }
@@ -86,7 +123,16 @@ async fn unique_key_never_has_two_active_jobs(db: TestDb) {
     s.claim_jobs("w", 1, T0 + 2, 30_000, None).await.unwrap();
     assert_eq!(s.enqueue(&j, T0 + 3).await.unwrap().id, first.id);
     // Once it finished, the key is free.
-    s.complete_jobs("w", &[Completion { id: first.id, outcome: Outcome::Succeeded }], T0 + 4).await.unwrap();
+    s.complete_jobs(
+        "w",
+        &[Completion {
+            id: first.id,
+            outcome: Outcome::Succeeded,
+        }],
+        T0 + 4,
+    )
+    .await
+    .unwrap();
     let third = s.enqueue(&j, T0 + 5).await.unwrap();
     assert!(!third.deduplicated);
     assert_ne!(third.id, first.id);
@@ -107,7 +153,11 @@ async fn concurrent_unique_enqueues_make_one_job(db: TestDb) {
         ids.insert(t.await.unwrap());
     }
     assert_eq!(ids.len(), 1, "every enqueue got the one active job");
-    let jobs = db.store.list_jobs(&Scope::All, &JobFilter::default(), &all()).await.unwrap();
+    let jobs = db
+        .store
+        .list_jobs(&Scope::All, &JobFilter::default(), &all())
+        .await
+        .unwrap();
     assert_eq!(jobs.items.len(), 1);
 }
 
@@ -122,8 +172,15 @@ async fn debounced_burst_keeps_last_payload(db: TestDb) {
         assert_eq!(*first_id.get_or_insert(e.id), e.id);
     }
     // Not due until the window after the last edit has passed.
-    assert!(s.claim_jobs("w", 10, T0 + 490 + 1_999, 30_000, None).await.unwrap().is_empty());
-    let claimed = s.claim_jobs("w", 10, T0 + 490 + 2_000, 30_000, None).await.unwrap();
+    assert!(s
+        .claim_jobs("w", 10, T0 + 490 + 1_999, 30_000, None)
+        .await
+        .unwrap()
+        .is_empty());
+    let claimed = s
+        .claim_jobs("w", 10, T0 + 490 + 2_000, 30_000, None)
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 1, "the burst is one run");
     assert_eq!(claimed[0].payload, json!({"version": 49}));
 }
@@ -137,13 +194,28 @@ async fn debounce_during_run_runs_once_more(db: TestDb) {
         j
     };
     let e = s.enqueue(&mk(1), T0).await.unwrap();
-    let claimed = s.claim_jobs("w", 1, T0 + 1_000, 30_000, None).await.unwrap();
+    let claimed = s
+        .claim_jobs("w", 1, T0 + 1_000, 30_000, None)
+        .await
+        .unwrap();
     assert_eq!(claimed[0].id, e.id);
     // Edits arrive while version 1 is being published.
     s.enqueue(&mk(2), T0 + 1_100).await.unwrap();
     s.enqueue(&mk(3), T0 + 1_200).await.unwrap();
-    s.complete_jobs("w", &[Completion { id: e.id, outcome: Outcome::Succeeded }], T0 + 1_300).await.unwrap();
-    let follow = s.claim_jobs("w", 10, T0 + 2_300, 30_000, None).await.unwrap();
+    s.complete_jobs(
+        "w",
+        &[Completion {
+            id: e.id,
+            outcome: Outcome::Succeeded,
+        }],
+        T0 + 1_300,
+    )
+    .await
+    .unwrap();
+    let follow = s
+        .claim_jobs("w", 10, T0 + 2_300, 30_000, None)
+        .await
+        .unwrap();
     assert_eq!(follow.len(), 1);
     assert_ne!(follow[0].id, e.id);
     assert_eq!(follow[0].payload, json!({"version": 3}));
@@ -155,19 +227,53 @@ async fn expired_lease_is_rescued_and_zombie_loses(db: TestDb) {
     j.max_attempts = 2;
     let e = s.enqueue(&j, T0).await.unwrap();
     s.claim_jobs("zombie", 1, T0, 1_000, None).await.unwrap();
-    assert_eq!(s.rescue_expired_leases(T0 + 999).await.unwrap(), (0, 0), "lease still valid");
+    assert_eq!(
+        s.rescue_expired_leases(T0 + 999).await.unwrap(),
+        (0, 0),
+        "lease still valid"
+    );
     assert_eq!(s.rescue_expired_leases(T0 + 1_001).await.unwrap(), (1, 0));
     let j = s.get_job(&Scope::All, None, e.id).await.unwrap().unwrap();
-    assert_eq!((j.state, j.error_class), (JobState::Retryable, Some(ErrorClass::Transient)));
-    let claimed = s.claim_jobs("w2", 1, T0 + 1_002, 1_000, None).await.unwrap();
+    assert_eq!(
+        (j.state, j.error_class),
+        (JobState::Retryable, Some(ErrorClass::Transient))
+    );
+    let claimed = s
+        .claim_jobs("w2", 1, T0 + 1_002, 1_000, None)
+        .await
+        .unwrap();
     assert_eq!((claimed[0].id, claimed[0].attempts), (e.id, 2));
     // The crashed worker wakes up and reports: refused, the job is w2's now.
-    let lost = s.complete_jobs("zombie", &[Completion { id: e.id, outcome: Outcome::Succeeded }], T0 + 1_003).await.unwrap();
+    let lost = s
+        .complete_jobs(
+            "zombie",
+            &[Completion {
+                id: e.id,
+                outcome: Outcome::Succeeded,
+            }],
+            T0 + 1_003,
+        )
+        .await
+        .unwrap();
     assert_eq!(lost, vec![e.id]);
-    assert_eq!(s.get_job(&Scope::All, None, e.id).await.unwrap().unwrap().state, JobState::Running);
+    assert_eq!(
+        s.get_job(&Scope::All, None, e.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        JobState::Running
+    );
     // A second crash uses the last attempt: dead, not retried forever.
     assert_eq!(s.rescue_expired_leases(T0 + 5_000).await.unwrap(), (0, 1));
-    assert_eq!(s.get_job(&Scope::All, None, e.id).await.unwrap().unwrap().state, JobState::Dead);
+    assert_eq!(
+        s.get_job(&Scope::All, None, e.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        JobState::Dead
+    );
 }
 
 async fn retry_dead_and_circuit_open_outcomes(db: TestDb) {
@@ -177,31 +283,83 @@ async fn retry_dead_and_circuit_open_outcomes(db: TestDb) {
     let c = s.enqueue(&job("c"), T0).await.unwrap().id;
     s.claim_jobs("w", 3, T0, 30_000, None).await.unwrap();
     let batch = [
-        Completion { id: a, outcome: Outcome::Retry { run_at: T0 + 4_000, class: ErrorClass::Transient, error: "503".into(), count_attempt: true } },
-        Completion { id: b, outcome: Outcome::Dead { class: ErrorClass::Permanent, error: "422 invalid sku".into() } },
-        Completion { id: c, outcome: Outcome::Retry { run_at: T0 + 60_000, class: ErrorClass::CircuitOpen, error: "circuit open".into(), count_attempt: false } },
+        Completion {
+            id: a,
+            outcome: Outcome::Retry {
+                run_at: T0 + 4_000,
+                class: ErrorClass::Transient,
+                error: "503".into(),
+                count_attempt: true,
+            },
+        },
+        Completion {
+            id: b,
+            outcome: Outcome::Dead {
+                class: ErrorClass::Permanent,
+                error: "422 invalid sku".into(),
+            },
+        },
+        Completion {
+            id: c,
+            outcome: Outcome::Retry {
+                run_at: T0 + 60_000,
+                class: ErrorClass::CircuitOpen,
+                error: "circuit open".into(),
+                count_attempt: false,
+            },
+        },
     ];
-    assert!(s.complete_jobs("w", &batch, T0 + 1).await.unwrap().is_empty());
+    assert!(s
+        .complete_jobs("w", &batch, T0 + 1)
+        .await
+        .unwrap()
+        .is_empty());
     let get = |id| async move { s.get_job(&Scope::All, None, id).await.unwrap().unwrap() };
     let ja = get(a).await;
-    assert_eq!((ja.state, ja.run_at, ja.attempts), (JobState::Retryable, T0 + 4_000, 1));
+    assert_eq!(
+        (ja.state, ja.run_at, ja.attempts),
+        (JobState::Retryable, T0 + 4_000, 1)
+    );
     let jb = get(b).await;
-    assert_eq!((jb.state, jb.error_class, jb.reviewed), (JobState::Dead, Some(ErrorClass::Permanent), false));
+    assert_eq!(
+        (jb.state, jb.error_class, jb.reviewed),
+        (JobState::Dead, Some(ErrorClass::Permanent), false)
+    );
     assert_eq!(jb.last_error.as_deref(), Some("422 invalid sku"));
     let jc = get(c).await;
-    assert_eq!((jc.state, jc.attempts), (JobState::Retryable, 0), "circuit_open does not spend an attempt");
+    assert_eq!(
+        (jc.state, jc.attempts),
+        (JobState::Retryable, 0),
+        "circuit_open does not spend an attempt"
+    );
 }
 
-async fn kill_to_dead(db: &TestDb, kind: &str, connection: Option<&str>, tenant: Option<&str>, now: i64) -> i64 {
+async fn kill_to_dead(
+    db: &TestDb,
+    kind: &str,
+    connection: Option<&str>,
+    tenant: Option<&str>,
+    now: i64,
+) -> i64 {
     let mut j = job(kind);
     j.connection_id = connection.map(String::from);
     j.tenant_id = tenant.map(String::from);
     let id = db.store.enqueue(&j, now).await.unwrap().id;
-    let claimed = db.store.claim_jobs("w", 100, now, 30_000, None).await.unwrap();
+    let claimed = db
+        .store
+        .claim_jobs("w", 100, now, 30_000, None)
+        .await
+        .unwrap();
     assert!(claimed.iter().any(|c| c.id == id));
     let done: Vec<Completion> = claimed
         .iter()
-        .map(|c| Completion { id: c.id, outcome: Outcome::Dead { class: ErrorClass::Permanent, error: "boom".into() } })
+        .map(|c| Completion {
+            id: c.id,
+            outcome: Outcome::Dead {
+                class: ErrorClass::Permanent,
+                error: "boom".into(),
+            },
+        })
         .collect();
     db.store.complete_jobs("w", &done, now).await.unwrap();
     id
@@ -211,20 +369,63 @@ async fn replay_dry_run_changes_nothing_and_replay_links(db: TestDb) {
     let s = &db.store;
     let d1 = kill_to_dead(&db, "publish", Some("con_a"), None, T0).await;
     let d2 = kill_to_dead(&db, "publish", Some("con_b"), None, T0).await;
-    let before = s.list_jobs(&Scope::All, &JobFilter::default(), &all()).await.unwrap().items;
-    let dry = s.replay_dead_letters(&Scope::All, &ReplayFilter { kind: Some("publish".into()), ..Default::default() }, true, 0, T0 + 10).await.unwrap();
+    let before = s
+        .list_jobs(&Scope::All, &JobFilter::default(), &all())
+        .await
+        .unwrap()
+        .items;
+    let dry = s
+        .replay_dead_letters(
+            &Scope::All,
+            &ReplayFilter {
+                kind: Some("publish".into()),
+                ..Default::default()
+            },
+            true,
+            0,
+            T0 + 10,
+        )
+        .await
+        .unwrap();
     assert_eq!((dry.matched, dry.replayed), (2, 0));
-    let after = s.list_jobs(&Scope::All, &JobFilter::default(), &all()).await.unwrap().items;
+    let after = s
+        .list_jobs(&Scope::All, &JobFilter::default(), &all())
+        .await
+        .unwrap()
+        .items;
     assert_eq!(before, after, "dry run wrote nothing");
 
-    let r = s.replay_dead_letters(&Scope::All, &ReplayFilter { ids: Some(vec![d1, d2]), ..Default::default() }, false, 1_000, T0 + 10).await.unwrap();
+    let r = s
+        .replay_dead_letters(
+            &Scope::All,
+            &ReplayFilter {
+                ids: Some(vec![d1, d2]),
+                ..Default::default()
+            },
+            false,
+            1_000,
+            T0 + 10,
+        )
+        .await
+        .unwrap();
     assert_eq!((r.matched, r.replayed, r.job_ids.len()), (2, 2, 2));
     for (i, fresh_id) in r.job_ids.iter().enumerate() {
-        let fresh = s.get_job(&Scope::All, None, *fresh_id).await.unwrap().unwrap();
+        let fresh = s
+            .get_job(&Scope::All, None, *fresh_id)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!((fresh.state, fresh.attempts), (JobState::Available, 0));
         assert_eq!(fresh.run_at, T0 + 10 + 1_000 * i as i64, "staggered");
-        let dead = s.get_job(&Scope::All, None, fresh.replayed_from.unwrap()).await.unwrap().unwrap();
-        assert_eq!((dead.state, dead.replayed_as), (JobState::Dead, Some(*fresh_id)));
+        let dead = s
+            .get_job(&Scope::All, None, fresh.replayed_from.unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (dead.state, dead.replayed_as),
+            (JobState::Dead, Some(*fresh_id))
+        );
     }
 }
 
@@ -233,17 +434,51 @@ async fn filter_replay_skips_already_replayed_and_respects_scope(db: TestDb) {
     kill_to_dead(&db, "sync", Some("con_a"), Some("ten_a"), T0).await;
     kill_to_dead(&db, "sync", Some("con_b"), Some("ten_b"), T0).await;
     let as_a = Scope::Tenant("ten_a".into());
-    let r = s.replay_dead_letters(&as_a, &ReplayFilter::default(), false, 0, T0).await.unwrap();
-    assert_eq!((r.matched, r.replayed), (1, 1), "tenant b's dead letter is invisible to a");
-    let again = s.replay_dead_letters(&as_a, &ReplayFilter::default(), false, 0, T0).await.unwrap();
-    assert_eq!(again.matched, 0, "a filter replay does not replay twice");
-    let aged = s.replay_dead_letters(&Scope::All, &ReplayFilter { max_age_hours: Some(1), ..Default::default() }, true, 0, T0 + 2 * 3_600_000).await.unwrap();
-    assert_eq!(aged.matched, 0, "older than max_age_hours");
-    let by_conn = s
-        .replay_dead_letters(&Scope::All, &ReplayFilter { visible_connections: Some(vec!["con_a".into()]), ..Default::default() }, true, 0, T0)
+    let r = s
+        .replay_dead_letters(&as_a, &ReplayFilter::default(), false, 0, T0)
         .await
         .unwrap();
-    assert_eq!(by_conn.matched, 0, "con_b is outside the key's connections; con_a was replayed");
+    assert_eq!(
+        (r.matched, r.replayed),
+        (1, 1),
+        "tenant b's dead letter is invisible to a"
+    );
+    let again = s
+        .replay_dead_letters(&as_a, &ReplayFilter::default(), false, 0, T0)
+        .await
+        .unwrap();
+    assert_eq!(again.matched, 0, "a filter replay does not replay twice");
+    let aged = s
+        .replay_dead_letters(
+            &Scope::All,
+            &ReplayFilter {
+                max_age_hours: Some(1),
+                ..Default::default()
+            },
+            true,
+            0,
+            T0 + 2 * 3_600_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(aged.matched, 0, "older than max_age_hours");
+    let by_conn = s
+        .replay_dead_letters(
+            &Scope::All,
+            &ReplayFilter {
+                visible_connections: Some(vec!["con_a".into()]),
+                ..Default::default()
+            },
+            true,
+            0,
+            T0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        by_conn.matched, 0,
+        "con_b is outside the key's connections; con_a was replayed"
+    );
 }
 
 async fn cancel_and_retry_endpoints(db: TestDb) {
@@ -257,13 +492,21 @@ async fn cancel_and_retry_endpoints(db: TestDb) {
     }
     let cancelled = s.cancel_job(&Scope::All, None, id, T0 + 2).await.unwrap();
     assert_eq!(cancelled.state, JobState::Cancelled);
-    assert!(matches!(s.cancel_job(&Scope::All, None, id, T0 + 3).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        s.cancel_job(&Scope::All, None, id, T0 + 3).await,
+        Err(StoreError::Conflict(_))
+    ));
     match s.retry_job(&Scope::All, None, id, T0 + 4).await.unwrap() {
-        RetryOutcome::Replayed(j) => assert_eq!((j.replayed_from, j.state), (Some(id), JobState::Available)),
+        RetryOutcome::Replayed(j) => {
+            assert_eq!((j.replayed_from, j.state), (Some(id), JobState::Available))
+        }
         other => panic!("{other:?}"),
     }
     let dead = kill_to_dead(&db, "y", None, None, T0 + 5).await;
-    let reviewed = s.review_dead_letter(&Scope::All, None, dead, true).await.unwrap();
+    let reviewed = s
+        .review_dead_letter(&Scope::All, None, dead, true)
+        .await
+        .unwrap();
     assert!(reviewed.reviewed);
 }
 
@@ -271,18 +514,29 @@ async fn periodic_slot_runs_once(db: TestDb) {
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let s = db.store.clone();
-        tasks.push(tokio::spawn(async move { s.schedule_periodic("cleanup", 42, &NewJob::new("cleanup", json!({})), T0).await.unwrap() }));
+        tasks.push(tokio::spawn(async move {
+            s.schedule_periodic("cleanup", 42, &NewJob::new("cleanup", json!({})), T0)
+                .await
+                .unwrap()
+        }));
     }
     let mut scheduled = 0;
     for t in tasks {
         scheduled += t.await.unwrap().is_some() as i32;
     }
     assert_eq!(scheduled, 1);
-    assert!(db.store.schedule_periodic("cleanup", 43, &NewJob::new("cleanup", json!({})), T0).await.unwrap().is_some());
+    assert!(db
+        .store
+        .schedule_periodic("cleanup", 43, &NewJob::new("cleanup", json!({})), T0)
+        .await
+        .unwrap()
+        .is_some());
 }
 
 async fn concurrent_claimers_never_share_a_job(db: TestDb) {
-    let jobs: Vec<NewJob> = (0..600).map(|i| NewJob::new("noop", json!({ "i": i }))).collect();
+    let jobs: Vec<NewJob> = (0..600)
+        .map(|i| NewJob::new("noop", json!({ "i": i })))
+        .collect();
     db.store.enqueue_many(&jobs, T0).await.unwrap();
     let mut tasks = Vec::new();
     for w in 0..4 {
@@ -290,7 +544,10 @@ async fn concurrent_claimers_never_share_a_job(db: TestDb) {
         tasks.push(tokio::spawn(async move {
             let mut mine = Vec::new();
             loop {
-                let got = s.claim_jobs(&format!("w{w}"), 25, T0, 30_000, None).await.unwrap();
+                let got = s
+                    .claim_jobs(&format!("w{w}"), 25, T0, 30_000, None)
+                    .await
+                    .unwrap();
                 if got.is_empty() {
                     break mine;
                 }
@@ -317,10 +574,31 @@ async fn tenant_scope_hides_jobs(db: TestDb) {
     let id = s.enqueue(&j, T0).await.unwrap().id;
     let b = Scope::Tenant("ten_b".into());
     assert!(s.get_job(&b, None, id).await.unwrap().is_none());
-    assert!(matches!(s.cancel_job(&b, None, id, T0).await, Err(StoreError::NotFound)));
-    assert!(matches!(s.retry_job(&b, None, id, T0).await, Err(StoreError::NotFound)));
-    assert!(s.list_jobs(&b, &JobFilter::default(), &all()).await.unwrap().items.is_empty());
+    assert!(matches!(
+        s.cancel_job(&b, None, id, T0).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        s.retry_job(&b, None, id, T0).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(s
+        .list_jobs(&b, &JobFilter::default(), &all())
+        .await
+        .unwrap()
+        .items
+        .is_empty());
     let a = Scope::Tenant("ten_a".into());
-    assert!(s.get_job(&a, Some(&["con_other".to_string()]), id).await.unwrap().is_none(), "outside the key's connections");
-    assert!(s.get_job(&a, Some(&["con_a".to_string()]), id).await.unwrap().is_some());
+    assert!(
+        s.get_job(&a, Some(&["con_other".to_string()]), id)
+            .await
+            .unwrap()
+            .is_none(),
+        "outside the key's connections"
+    );
+    assert!(s
+        .get_job(&a, Some(&["con_a".to_string()]), id)
+        .await
+        .unwrap()
+        .is_some());
 }

@@ -1,0 +1,52 @@
+//! Probes and metrics. `/livez` checks nothing outside the process (a store blip must not get
+//! every node restarted); `/readyz` checks the store and the schema.
+
+use super::error::ApiError;
+use crate::app::App;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Probe {
+    pub status: &'static str,
+}
+
+#[utoipa::path(get, path = "/livez", tag = "probes", security(), responses((status = 200, body = Probe)))]
+pub async fn livez() -> Json<Probe> {
+    Json(Probe { status: "ok" })
+}
+
+#[utoipa::path(get, path = "/readyz", tag = "probes", security(), responses((status = 200, body = Probe), (status = 503, body = super::Problem)))]
+pub async fn readyz(State(app): State<App>) -> Result<Json<Probe>, ApiError> {
+    app.store
+        .ping()
+        .await
+        .map_err(|e| ApiError::unavailable(format!("store unreachable: {e}")))?;
+    let version = app
+        .store
+        .schema_version()
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    if version < syncguard_store::migrate::latest_version() {
+        return Err(ApiError::unavailable(format!(
+            "schema at version {version}; migrations pending"
+        )));
+    }
+    Ok(Json(Probe { status: "ready" }))
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "probes", security(), responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain")))]
+pub async fn metrics(State(app): State<App>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,199 @@
+//! `syncguard bench …`: reproduces the figures of the performance targets (SPEC §6).
+//! Each prints progress on stderr and, with `--json`, one JSON object on its last line.
+
+use crate::app::App;
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::engine::handler::{Handlers, JobContext, JobError};
+use clap::{Args, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use syncguard_store::queue::{JobState, NewJob};
+use syncguard_store::testkit::{self, TestDb};
+use syncguard_store::Backend;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Enqueue N no-op jobs, drain them with the default worker pool, measure pickup latency.
+    Queue(QueueArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum StoreKind {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Args)]
+pub struct QueueArgs {
+    /// Jobs to enqueue and drain.
+    #[arg(long, default_value_t = 20_000)]
+    pub jobs: usize,
+    /// Store to measure: a fresh temporary SQLite file, or a fresh database on the PostgreSQL
+    /// server of SYNCGUARD_TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test).
+    #[arg(long, value_enum, default_value = "sqlite")]
+    pub store: StoreKind,
+    /// Worker pool size (default: the configured default).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Jobs enqueued one at a time to measure pickup latency.
+    #[arg(long, default_value_t = 500)]
+    pub pickup_samples: usize,
+    /// Print one JSON object on the last line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Queue(args) => queue(args).await,
+    }
+}
+
+const PICKUP: &str = "bench.pickup";
+
+fn micros_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+async fn queue(args: QueueArgs) -> anyhow::Result<()> {
+    let backend = match args.store {
+        StoreKind::Sqlite => Backend::Sqlite,
+        StoreKind::Postgres => Backend::Postgres,
+    };
+    let db: TestDb = testkit::fresh(backend).await;
+    let mut config = Config {
+        database_url: db.url.clone(),
+        ..Config::default()
+    };
+    if let Some(w) = args.workers {
+        config.queue.workers = w;
+    }
+    let workers = config.queue.workers;
+    eprintln!(
+        "bench queue: {} jobs on {} ({}), {workers} workers",
+        args.jobs,
+        backend.as_str(),
+        syncguard_store::redact_url(&db.url)
+    );
+    let clock = Arc::new(SystemClock);
+    let app = App::new(config, db.store.clone(), clock.clone());
+
+    // 1. Enqueue, in batches of 1000 jobs per transaction.
+    let bar = ProgressBar::new(args.jobs as u64).with_style(
+        ProgressStyle::with_template("{msg:>8} [{bar:40}] {pos}/{len} {per_sec}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    bar.set_message("enqueue");
+    let started = Instant::now();
+    let mut left = args.jobs;
+    while left > 0 {
+        let n = left.min(1_000);
+        let batch: Vec<NewJob> = (0..n)
+            .map(|_| NewJob::new("noop", serde_json::json!({})))
+            .collect();
+        db.store.enqueue_many(&batch, clock.now_ms()).await?;
+        left -= n;
+        bar.inc(n as u64);
+    }
+    let enqueue_s = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+
+    // 2. Drain with the worker pool.
+    let samples = Arc::new(Mutex::new(Vec::<f64>::with_capacity(args.pickup_samples)));
+    let mut handlers = Handlers::builtin();
+    let sink = samples.clone();
+    handlers.register(PICKUP, move |ctx: JobContext| {
+        let sink = sink.clone();
+        async move {
+            let enqueued = ctx.job.payload["enqueued_us"].as_i64().unwrap_or(0);
+            sink.lock()
+                .expect("samples lock")
+                .push((micros_now() - enqueued) as f64 / 1000.0);
+            Ok::<(), JobError>(())
+        }
+    });
+    let cancel = CancellationToken::new();
+    let bar = ProgressBar::new(args.jobs as u64).with_style(
+        ProgressStyle::with_template("{msg:>8} [{bar:40}] {pos}/{len}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    bar.set_message("drain");
+    let started = Instant::now();
+    let engine = crate::engine::start(app.clone(), handlers, cancel.clone());
+    let completed = loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let done = db
+            .store
+            .job_counts()
+            .await?
+            .into_iter()
+            .find(|(s, _)| *s == JobState::Succeeded)
+            .map(|(_, n)| n)
+            .unwrap_or(0);
+        bar.set_position(done as u64);
+        if done as usize >= args.jobs || started.elapsed() > Duration::from_secs(600) {
+            break done;
+        }
+    };
+    let drain_s = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+
+    // 3. Pickup latency: jobs enqueued one at a time into an idle pool.
+    for _ in 0..args.pickup_samples {
+        let job = NewJob::new(PICKUP, serde_json::json!({ "enqueued_us": micros_now() }));
+        db.store.enqueue(&job, clock.now_ms()).await?;
+        app.job_notify.notify_one();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let wait_until = Instant::now() + Duration::from_secs(30);
+    while samples.lock().expect("samples lock").len() < args.pickup_samples
+        && Instant::now() < wait_until
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cancel.cancel();
+    engine.join().await;
+    let mut lat = samples.lock().expect("samples lock").clone();
+    lat.sort_by(|a, b| a.partial_cmp(b).expect("latencies are finite"));
+
+    let out = serde_json::json!({
+        "bench": "queue",
+        "store": backend.as_str(),
+        "jobs": args.jobs,
+        "completed": completed,
+        "workers": workers,
+        "enqueue_per_s": (args.jobs as f64 / enqueue_s).round(),
+        "drain_per_s": (completed as f64 / drain_s).round(),
+        "pickup_p50_ms": (percentile(&lat, 0.50) * 100.0).round() / 100.0,
+        "pickup_p99_ms": (percentile(&lat, 0.99) * 100.0).round() / 100.0,
+        "pickup_samples": lat.len(),
+    });
+    eprintln!(
+        "enqueue {:.0}/s · drain {:.0}/s · pickup p50 {} ms, p99 {} ms",
+        out["enqueue_per_s"].as_f64().unwrap_or(0.0),
+        out["drain_per_s"].as_f64().unwrap_or(0.0),
+        out["pickup_p50_ms"],
+        out["pickup_p99_ms"]
+    );
+    if args.json {
+        println!("{out}");
+    }
+    db.store.close().await;
+    Ok(())
+}

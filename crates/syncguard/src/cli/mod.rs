@@ -1,0 +1,83 @@
+//! The `syncguard` command line (SPEC §4.2): `serve`, `migrate`, `bench`, and admin commands
+//! that call a running server's API.
+
+mod admin;
+mod bench;
+mod serve;
+
+use crate::config::LogFormat;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "syncguard",
+    version,
+    about = "Self-hosted integration sync engine: verified webhooks, a durable job queue, sync, publish and health in one binary.",
+    long_about = "syncguard sits between your application and the third-party APIs it integrates with, and makes that integration reliable.\n\nStart with `syncguard serve` (embedded SQLite at sqlite://syncguard.db, API on 127.0.0.1:8080). Configuration comes from syncguard.toml (or --config / SYNCGUARD_CONFIG) and SYNCGUARD_* environment variables."
+)]
+pub struct Cli {
+    /// Configuration file (TOML). Defaults to ./syncguard.toml when present.
+    #[arg(long, global = true, env = "SYNCGUARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format for commands that log: json (default) or pretty.
+    #[arg(long, global = true, value_parser = ["json", "pretty"])]
+    pub log_format: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API and the workers.
+    Serve(serve::ServeArgs),
+    /// Apply pending database migrations and exit.
+    Migrate(serve::StoreArgs),
+    /// Measure a figure of the performance targets.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+    /// Tenants (platform key).
+    #[command(subcommand)]
+    Tenants(admin::TenantsCommand),
+    /// API keys.
+    #[command(subcommand)]
+    Keys(admin::KeysCommand),
+    /// Jobs in the durable queue.
+    #[command(subcommand)]
+    Jobs(admin::JobsCommand),
+    /// Dead letters: list and replay.
+    #[command(subcommand)]
+    Dlq(admin::DlqCommand),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime starts");
+    let log_format = match cli.log_format.as_deref() {
+        Some("pretty") => Some(LogFormat::Pretty),
+        Some(_) => Some(LogFormat::Json),
+        None => None,
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::serve(cli.config.as_deref(), log_format, args).await,
+            Command::Migrate(args) => serve::migrate(cli.config.as_deref(), log_format, args).await,
+            Command::Bench(cmd) => bench::run(cmd).await,
+            Command::Tenants(cmd) => admin::tenants(cmd).await,
+            Command::Keys(cmd) => admin::keys(cmd).await,
+            Command::Jobs(cmd) => admin::jobs(cmd).await,
+            Command::Dlq(cmd) => admin::dlq(cmd).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

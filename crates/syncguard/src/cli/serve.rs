@@ -1,0 +1,125 @@
+//! `syncguard serve` and `syncguard migrate`.
+
+use crate::app::{self, App, Bootstrap};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, Loaded, LogFormat, NodeRole, Overrides};
+use crate::engine::handler::Handlers;
+use anyhow::Context;
+use std::path::Path;
+use std::sync::Arc;
+
+#[derive(Debug, clap::Args)]
+pub struct StoreArgs {
+    /// Store URL: sqlite://path or postgres://user@host/db (SYNCGUARD_DATABASE_URL).
+    #[arg(long)]
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Address to listen on (SYNCGUARD_LISTEN), default 127.0.0.1:8080.
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Which parts to run: api, worker or all (default).
+    #[arg(long, value_enum)]
+    pub role: Option<NodeRole>,
+}
+
+fn load(
+    config: Option<&Path>,
+    log_format: Option<LogFormat>,
+    overrides: Overrides,
+) -> anyhow::Result<Loaded> {
+    let loaded = Config::load(config, &overrides)?;
+    crate::logging::init(log_format.unwrap_or(loaded.config.log_format));
+    Ok(loaded)
+}
+
+pub async fn serve(
+    config: Option<&Path>,
+    log_format: Option<LogFormat>,
+    args: ServeArgs,
+) -> anyhow::Result<()> {
+    let loaded = load(
+        config,
+        log_format,
+        Overrides {
+            database_url: args.store.database_url,
+            listen: args.listen,
+            role: args.role,
+        },
+    )?;
+    let config = loaded.config;
+    let store = app::open_store(&config).await?;
+    let clock = Arc::new(SystemClock);
+    let bootstrap = app::bootstrap_key(&store, clock.now_ms()).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen_addr())
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let config_source = loaded
+        .file
+        .as_ref()
+        .map(|f| f.display().to_string())
+        .unwrap_or_else(|| "built-in defaults and environment".into());
+    eprintln!(
+        "syncguard {} listening on http://{addr}",
+        env!("CARGO_PKG_VERSION")
+    );
+    eprintln!(
+        "  store:  {} ({})",
+        store.url_redacted(),
+        store.backend().as_str()
+    );
+    eprintln!("  config: {config_source}");
+    eprintln!(
+        "  role:   {:?}, {} workers",
+        config.role, config.queue.workers
+    );
+    match &bootstrap {
+        Bootstrap::Generated(key) => {
+            eprintln!("  bootstrap platform key (shown once, store it now): {key}");
+        }
+        Bootstrap::FromEnv => eprintln!("  bootstrap platform key: from SYNCGUARD_BOOTSTRAP_KEY"),
+        Bootstrap::Existing => {}
+    }
+    tracing::info!(addr = %addr, store = store.backend().as_str(), config = %config_source, "syncguard started");
+    let app = App::new(config, store, clock);
+    app::run(app, listener, Handlers::builtin(), app::shutdown_signal()).await?;
+    tracing::info!("syncguard stopped");
+    Ok(())
+}
+
+pub async fn migrate(
+    config: Option<&Path>,
+    log_format: Option<LogFormat>,
+    args: StoreArgs,
+) -> anyhow::Result<()> {
+    let loaded = load(
+        config,
+        log_format,
+        Overrides {
+            database_url: args.database_url,
+            ..Default::default()
+        },
+    )?;
+    let store =
+        syncguard_store::Store::connect(&loaded.config.database_url, &Default::default()).await?;
+    let applied = store.migrate().await?;
+    let version = store.schema_version().await?;
+    if applied.is_empty() {
+        eprintln!(
+            "{}: schema is current (version {version})",
+            store.url_redacted()
+        );
+    } else {
+        eprintln!(
+            "{}: applied {applied:?}; schema at version {version}",
+            store.url_redacted()
+        );
+    }
+    store.close().await;
+    Ok(())
+}

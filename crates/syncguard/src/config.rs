@@ -1,0 +1,360 @@
+//! Configuration (SPEC §4.3): embedded defaults → `syncguard.toml` → `SYNCGUARD_*` environment →
+//! command-line flags → validation that names the key. The result is immutable and shared as
+//! `Arc<Config>`.
+//!
+//! Environment variables map onto keys as `SYNCGUARD_<KEY>` for top-level keys
+//! (`SYNCGUARD_DATABASE_URL`) and `SYNCGUARD_<SECTION>_<KEY>` for sectioned ones
+//! (`SYNCGUARD_QUEUE_WORKERS`). Variables that name no key (`SYNCGUARD_BOOTSTRAP_KEY`, …) are
+//! not configuration and are ignored here.
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Environment {
+    #[default]
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Json,
+    Pretty,
+}
+
+/// Which parts of the engine this node runs (SPEC §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeRole {
+    /// HTTP API only.
+    Api,
+    /// Workers and schedulers only (probes and metrics are still served).
+    Worker,
+    #[default]
+    All,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `sqlite://path` (embedded) or `postgres://…` (shared by many nodes).
+    pub database_url: String,
+    /// Address of the HTTP API.
+    pub listen: String,
+    /// `production` refuses development-only switches such as unsigned webhooks.
+    pub environment: Environment,
+    pub log_format: LogFormat,
+    pub role: NodeRole,
+    pub queue: QueueConfig,
+    pub api: ApiConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            database_url: "sqlite://syncguard.db".into(),
+            listen: "127.0.0.1:8080".into(),
+            environment: Environment::default(),
+            log_format: LogFormat::default(),
+            role: NodeRole::default(),
+            queue: QueueConfig::default(),
+            api: ApiConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Jobs one node runs at once.
+    pub workers: usize,
+    /// How long a claimed job stays leased without a heartbeat.
+    pub lease_ms: i64,
+    /// How often an idle node looks for work it was not told about.
+    pub poll_interval_ms: u64,
+    /// Most jobs claimed in one fetch.
+    pub fetch_batch: usize,
+    pub retry_base_ms: u64,
+    pub retry_cap_ms: u64,
+    /// Default attempts before a job is dead (per kind below).
+    pub max_attempts: i64,
+    /// Attempts a permanently failing job gets (1: dead-letter at once).
+    pub permanent_max_attempts: i64,
+    /// How often expired leases are looked for.
+    pub rescue_interval_ms: u64,
+    /// How long SIGTERM waits for running jobs before releasing them.
+    pub shutdown_grace_ms: u64,
+    /// Per job kind: `max_attempts`, `timeout_ms`.
+    pub kinds: BTreeMap<String, KindConfig>,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            workers: 32,
+            lease_ms: 30_000,
+            poll_interval_ms: 1_000,
+            fetch_batch: 64,
+            retry_base_ms: 2_000,
+            retry_cap_ms: 300_000,
+            max_attempts: 6,
+            permanent_max_attempts: 1,
+            rescue_interval_ms: 5_000,
+            shutdown_grace_ms: 10_000,
+            kinds: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct KindConfig {
+    pub max_attempts: Option<i64>,
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Largest API request body (413 beyond).
+    pub body_limit_bytes: usize,
+    /// Largest inbound webhook body (413 beyond).
+    pub webhook_body_limit_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            body_limit_bytes: 256 * 1024,
+            webhook_body_limit_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// A configuration that cannot be used, with the key at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+/// Overrides given on the command line; they win over file and environment.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub database_url: Option<String>,
+    pub listen: Option<String>,
+    pub role: Option<NodeRole>,
+}
+
+/// Where the configuration came from, for the startup line.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub file: Option<PathBuf>,
+}
+
+const SECTIONS: &[&str] = &["queue", "api"];
+
+/// `SYNCGUARD_QUEUE_LEASE_MS` → `queue.lease_ms`; `SYNCGUARD_DATABASE_URL` → `database_url`;
+/// anything else → not configuration.
+fn env_key(var: &str) -> Option<String> {
+    let key = var.to_ascii_lowercase();
+    let top = [
+        "database_url",
+        "listen",
+        "environment",
+        "log_format",
+        "role",
+    ];
+    if top.contains(&key.as_str()) {
+        return Some(key);
+    }
+    SECTIONS.iter().find_map(|s| {
+        key.strip_prefix(s)
+            .and_then(|rest| rest.strip_prefix('_'))
+            .filter(|rest| !rest.is_empty())
+            .map(|rest| format!("{s}.{rest}"))
+    })
+}
+
+impl Config {
+    /// Loads the configuration: `path` (or `SYNCGUARD_CONFIG`, or `./syncguard.toml` when it
+    /// exists), then the environment, then `overrides`.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Loaded, ConfigError> {
+        let file = match path {
+            Some(p) => {
+                if !p.exists() {
+                    return Err(ConfigError(format!(
+                        "config file {} does not exist",
+                        p.display()
+                    )));
+                }
+                Some(p.to_path_buf())
+            }
+            None => Some(PathBuf::from("syncguard.toml")).filter(|p| p.exists()),
+        };
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(f) = &file {
+            fig = fig.merge(Toml::file(f));
+        }
+        fig = fig
+            .merge(Env::prefixed("SYNCGUARD_").filter_map(|k| env_key(k.as_str()).map(Into::into)));
+        if let Some(v) = &overrides.database_url {
+            fig = fig.merge(("database_url", v));
+        }
+        if let Some(v) = &overrides.listen {
+            fig = fig.merge(("listen", v));
+        }
+        if let Some(v) = overrides.role {
+            fig = fig.merge(("role", v));
+        }
+        let config: Config = fig.extract().map_err(|e| ConfigError(describe(e)))?;
+        config.validate()?;
+        Ok(Loaded { config, file })
+    }
+
+    /// Checks what types alone cannot; each message names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError(format!("`{key}`: {why}")));
+        if self.listen.parse::<SocketAddr>().is_err() {
+            return bad("listen", "expected an address such as 127.0.0.1:8080");
+        }
+        if !(self.database_url.starts_with("sqlite:")
+            || self.database_url.starts_with("postgres:")
+            || self.database_url.starts_with("postgresql:"))
+        {
+            return bad("database_url", "expected sqlite://… or postgres://…");
+        }
+        let q = &self.queue;
+        if q.workers == 0 || q.workers > 10_000 {
+            return bad("queue.workers", "must be between 1 and 10000");
+        }
+        if q.lease_ms < 1_000 {
+            return bad("queue.lease_ms", "must be at least 1000");
+        }
+        if q.fetch_batch == 0 {
+            return bad("queue.fetch_batch", "must be at least 1");
+        }
+        if q.retry_base_ms == 0 || q.retry_cap_ms < q.retry_base_ms {
+            return bad(
+                "queue.retry_cap_ms",
+                "must be at least queue.retry_base_ms, which must be positive",
+            );
+        }
+        if q.max_attempts < 1 {
+            return bad("queue.max_attempts", "must be at least 1");
+        }
+        if q.permanent_max_attempts < 1 {
+            return bad("queue.permanent_max_attempts", "must be at least 1");
+        }
+        for (kind, k) in &q.kinds {
+            if k.max_attempts.is_some_and(|m| m < 1) {
+                return bad(
+                    &format!("queue.kinds.{kind}.max_attempts"),
+                    "must be at least 1",
+                );
+            }
+        }
+        if self.api.body_limit_bytes < 1024 || self.api.webhook_body_limit_bytes < 1024 {
+            return bad(
+                "api.body_limit_bytes",
+                "body limits must be at least 1024 bytes",
+            );
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen.parse().expect("validated at load")
+    }
+
+    pub fn retry_policy(&self) -> syncguard_core::backoff::RetryPolicy {
+        syncguard_core::backoff::RetryPolicy {
+            base_ms: self.queue.retry_base_ms,
+            cap_ms: self.queue.retry_cap_ms,
+        }
+    }
+
+    /// Attempts a job of `kind` gets.
+    pub fn max_attempts(&self, kind: &str) -> i64 {
+        self.queue
+            .kinds
+            .get(kind)
+            .and_then(|k| k.max_attempts)
+            .unwrap_or(self.queue.max_attempts)
+    }
+}
+
+/// figment's message, with its internal "default." profile prefix dropped from key paths.
+fn describe(e: figment::Error) -> String {
+    e.into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let what = e.kind.to_string();
+            let source = e
+                .metadata
+                .as_ref()
+                .map(|m| m.name.to_string())
+                .unwrap_or_default();
+            if key.is_empty() {
+                format!("{what} ({source})")
+            } else {
+                format!("`{key}`: {what} ({source})")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_names_map_to_keys() {
+        assert_eq!(env_key("DATABASE_URL").as_deref(), Some("database_url"));
+        assert_eq!(env_key("QUEUE_LEASE_MS").as_deref(), Some("queue.lease_ms"));
+        assert_eq!(
+            env_key("API_BODY_LIMIT_BYTES").as_deref(),
+            Some("api.body_limit_bytes")
+        );
+        assert_eq!(env_key("BOOTSTRAP_KEY"), None);
+        assert_eq!(env_key("MASTER_KEY"), None);
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    fn load_toml(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("syncguard.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(Some(&path), &Overrides::default()).map(|l| l.config)
+    }
+
+    #[test]
+    fn file_values_apply_and_errors_name_the_key() {
+        let c = load_toml("listen = \"127.0.0.1:9999\"\n[queue]\nworkers = 4\n").unwrap();
+        assert_eq!((c.listen.as_str(), c.queue.workers), ("127.0.0.1:9999", 4));
+        let e = load_toml("[queue]\nworkers = \"many\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("queue.workers"), "{e}");
+        let e = load_toml("[queue]\nwokers = 3\n").unwrap_err().to_string();
+        assert!(e.contains("wokers"), "{e}");
+        let e = load_toml("listen = \"nowhere\"\n").unwrap_err().to_string();
+        assert!(e.contains("`listen`"), "{e}");
+        let e = load_toml("[queue]\nlease_ms = 10\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("queue.lease_ms"), "{e}");
+    }
+}

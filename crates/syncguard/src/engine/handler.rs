@@ -1,0 +1,153 @@
+//! Job handlers: what each job kind does. A handler is idempotent (the queue runs jobs at least
+//! once) and reports failures with an [`ErrorClass`] so the queue knows whether to retry.
+
+use crate::app::App;
+use futures::future::BoxFuture;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use syncguard_core::class::ErrorClass;
+use syncguard_store::queue::Job;
+
+/// Why a job run failed, and what the failure tells the queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobError {
+    pub class: ErrorClass,
+    pub message: String,
+    /// The provider's hint (`Retry-After`), which wins over backoff when larger.
+    pub retry_after_ms: Option<u64>,
+}
+
+impl JobError {
+    pub fn new(class: ErrorClass, message: impl Into<String>) -> JobError {
+        JobError {
+            class,
+            message: message.into(),
+            retry_after_ms: None,
+        }
+    }
+    pub fn transient(message: impl Into<String>) -> JobError {
+        JobError::new(ErrorClass::Transient, message)
+    }
+    pub fn permanent(message: impl Into<String>) -> JobError {
+        JobError::new(ErrorClass::Permanent, message)
+    }
+}
+
+/// What a handler gets: the job and the application it runs in.
+pub struct JobContext {
+    pub job: Job,
+    pub app: App,
+}
+
+pub trait JobHandler: Send + Sync + 'static {
+    fn run(&self, ctx: JobContext) -> BoxFuture<'static, Result<(), JobError>>;
+}
+
+impl<F, Fut> JobHandler for F
+where
+    F: Fn(JobContext) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), JobError>> + Send + 'static,
+{
+    fn run(&self, ctx: JobContext) -> BoxFuture<'static, Result<(), JobError>> {
+        Box::pin(self(ctx))
+    }
+}
+
+/// Handlers by job kind.
+#[derive(Clone, Default)]
+pub struct Handlers(HashMap<String, Arc<dyn JobHandler>>);
+
+impl Handlers {
+    pub fn register(&mut self, kind: &str, handler: impl JobHandler) {
+        self.0.insert(kind.to_string(), Arc::new(handler));
+    }
+
+    pub fn get(&self, kind: &str) -> Option<Arc<dyn JobHandler>> {
+        self.0.get(kind).cloned()
+    }
+
+    pub fn kinds(&self) -> Vec<String> {
+        let mut k: Vec<String> = self.0.keys().cloned().collect();
+        k.sort();
+        k
+    }
+
+    /// The handlers every node has.
+    pub fn builtin() -> Handlers {
+        let mut h = Handlers::default();
+        h.register(NOOP, noop);
+        h.register(CLEANUP, cleanup);
+        h
+    }
+}
+
+/// Does nothing, optionally slowly, optionally failing, optionally touching a URL once it is
+/// done: the job the benchmarks and the crash tests drive the queue with.
+pub const NOOP: &str = "noop";
+/// Drops what has outlived its retention (idempotency keys, finished jobs, periodic slots).
+pub const CLEANUP: &str = "cleanup";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct NoopPayload {
+    sleep_ms: u64,
+    /// Fail every run with this class (tests of retry and dead-lettering).
+    fail: Option<ErrorClass>,
+    /// POST `{"job_id"}` here when done: an external effect tests can count.
+    touch_url: Option<String>,
+}
+
+async fn noop(ctx: JobContext) -> Result<(), JobError> {
+    let p: NoopPayload = serde_json::from_value(ctx.job.payload.clone())
+        .map_err(|e| JobError::permanent(format!("invalid noop payload: {e}")))?;
+    if p.sleep_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(p.sleep_ms)).await;
+    }
+    if let Some(class) = p.fail {
+        return Err(JobError::new(class, "failing as asked"));
+    }
+    if let Some(url) = p.touch_url {
+        let resp = ctx
+            .app
+            .http
+            .post(&url)
+            .json(&serde_json::json!({ "job_id": ctx.job.id }))
+            .send()
+            .await
+            .map_err(|e| JobError::transient(format!("touch failed: {e}")))?;
+        if let Some(class) = ErrorClass::from_status(resp.status().as_u16()) {
+            return Err(JobError::new(
+                class,
+                format!("touch answered {}", resp.status()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Finished jobs are kept this long for inspection.
+const FINISHED_JOB_RETENTION_MS: i64 = 7 * 24 * 3_600_000;
+
+async fn cleanup(ctx: JobContext) -> Result<(), JobError> {
+    let now = ctx.app.clock.now_ms();
+    let store = &ctx.app.store;
+    let fail = |e: syncguard_store::StoreError| JobError::transient(e.to_string());
+    let keys = store.purge_idempotency_keys(now).await.map_err(fail)?;
+    let jobs = store
+        .purge_finished_jobs(now - FINISHED_JOB_RETENTION_MS)
+        .await
+        .map_err(fail)?;
+    let slots = store
+        .purge_periodic_runs(now - FINISHED_JOB_RETENTION_MS)
+        .await
+        .map_err(fail)?;
+    tracing::info!(
+        idempotency_keys = keys,
+        jobs,
+        periodic_slots = slots,
+        "cleanup done"
+    );
+    Ok(())
+}

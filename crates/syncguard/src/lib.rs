@@ -1,0 +1,23 @@
+//! syncguard: a self-hosted integration sync engine in one binary.
+//!
+//! # Layout
+//! - [`config`]: layered configuration (defaults → file → environment → flags), validated.
+//! - [`app`]: shared state, start-up and the server loop.
+//! - [`engine`]: workers, completer, heartbeat, lease rescue, periodic schedules, handlers.
+//! - [`api`]: the HTTP API (`/v1`), its conventions (problem+json, request ids, idempotency
+//!   keys, body limits, pagination), probes, metrics and the OpenAPI document.
+//! - [`metrics`], [`logging`], [`clock`]: observability and time.
+//! - [`cli`]: the `syncguard` command line, including `bench`.
+//!
+//! Pure rules live in `syncguard_core`; all SQL lives in `syncguard_store`.
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod engine;
+pub mod logging;
+pub mod metrics;
+
+pub use app::App;

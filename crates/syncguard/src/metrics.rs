@@ -1,0 +1,116 @@
+//! Prometheus metrics (SPEC §3.7): `syncguard_<noun>_<unit>`, `_total` for counters, `_seconds`
+//! for durations. Labels stay low-cardinality — kind, outcome, state, method, route template,
+//! status — never a tenant, connection or URL; per-connection detail lives in `/v1/health`.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Every metric the process exports, registered once.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Finished job runs by kind and outcome (succeeded, retried, dead, lost).
+    pub jobs_total: IntCounterVec,
+    /// Handler run time by kind.
+    pub job_duration_seconds: HistogramVec,
+    /// Jobs per state, refreshed periodically from the store.
+    pub queue_jobs: IntGaugeVec,
+    /// Leases found expired and rescued, by result (retryable, dead).
+    pub lease_rescues_total: IntCounterVec,
+    /// API requests by method, route template and status.
+    pub http_requests_total: IntCounterVec,
+    pub http_request_duration_seconds: HistogramVec,
+    /// Errors met by background loops, by loop.
+    pub background_errors_total: IntCounterVec,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("registered once");
+            c
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str]| {
+            let h = HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+                labels,
+            )
+            .expect("valid metric");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("registered once");
+            h
+        };
+        let queue_jobs = IntGaugeVec::new(
+            Opts::new("syncguard_queue_jobs", "Jobs in the queue by state."),
+            &["state"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(queue_jobs.clone()))
+            .expect("registered once");
+        Metrics {
+            jobs_total: counter(
+                "syncguard_jobs_total",
+                "Job runs finished, by kind and outcome.",
+                &["kind", "outcome"],
+            ),
+            job_duration_seconds: histogram(
+                "syncguard_job_duration_seconds",
+                "Job handler run time.",
+                &["kind"],
+            ),
+            lease_rescues_total: counter(
+                "syncguard_lease_rescues_total",
+                "Jobs whose lease expired, by what became of them.",
+                &["result"],
+            ),
+            http_requests_total: counter(
+                "syncguard_http_requests_total",
+                "API requests by method, route and status.",
+                &["method", "route", "status"],
+            ),
+            http_request_duration_seconds: histogram(
+                "syncguard_http_request_duration_seconds",
+                "API request latency.",
+                &["method", "route"],
+            ),
+            background_errors_total: counter(
+                "syncguard_background_errors_total",
+                "Errors met by background loops.",
+                &["loop"],
+            ),
+            queue_jobs,
+            registry,
+        }
+    }
+
+    /// The registry in Prometheus text exposition format 0.0.4.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding cannot fail");
+        String::from_utf8(buf).expect("exposition format is utf-8")
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
