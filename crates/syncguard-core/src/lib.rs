@@ -16,6 +16,7 @@
 //! - [`canonical`]: RFC 8785 canonical JSON and content hashes.
 //! - [`breaker`]: circuit breaker state machine.
 //! - [`limiter`]: GCRA rate-limit math and provider hint parsing.
+//! - [`seal`]: AEAD sealing of secrets at rest, with key ids for rotation.
 //!
 //! This crate must not touch the network, the file system, the store or the wall clock.
 
@@ -27,6 +28,7 @@ pub mod ids;
 pub mod limiter;
 pub mod redact;
 pub mod role;
+pub mod seal;
 pub mod signature;
 
 /// Milliseconds since the Unix epoch: the one time unit stored and passed around.

@@ -10,6 +10,7 @@
 //! - [`migrate`]: versioned migrations, applied at start and by `syncguard migrate`.
 //! - [`tenancy`]: tenants and API keys (hashed at rest).
 //! - [`audit`]: the audit log of admin actions.
+//! - [`connections`]: connections and their sealed secrets.
 //! - [`idempotency`]: stored responses for the `Idempotency-Key` header.
 //! - [`queue`]: the durable job queue (states, leases, retries, unique keys, dead letters).
 //! - [`page`]: opaque cursors for list endpoints.
@@ -19,6 +20,7 @@
 //! not a filter applied afterwards.
 
 pub mod audit;
+pub mod connections;
 pub mod idempotency;
 pub mod leader;
 pub mod migrate;

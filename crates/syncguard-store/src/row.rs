@@ -13,6 +13,7 @@ pub(crate) trait DbRow {
     fn string(&self, col: &str) -> RowResult<String>;
     fn opt_string(&self, col: &str) -> RowResult<Option<String>>;
     fn bool(&self, col: &str) -> RowResult<bool>;
+    fn opt_bytes(&self, col: &str) -> RowResult<Option<Vec<u8>>>;
 }
 
 macro_rules! impl_db_row {
@@ -31,6 +32,9 @@ macro_rules! impl_db_row {
                 self.try_get(col)
             }
             fn bool(&self, col: &str) -> RowResult<bool> {
+                self.try_get(col)
+            }
+            fn opt_bytes(&self, col: &str) -> RowResult<Option<Vec<u8>>> {
                 self.try_get(col)
             }
         }

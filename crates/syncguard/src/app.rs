@@ -9,6 +9,7 @@ use anyhow::Context;
 use std::future::Future;
 use std::ops::Deref;
 use std::sync::Arc;
+use syncguard_core::seal::Sealer;
 use syncguard_store::{Store, StoreOptions};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -29,6 +30,8 @@ pub struct AppInner {
     pub job_notify: Arc<Notify>,
     /// Outbound HTTP (rustls), shared so connections are reused.
     pub http: reqwest::Client,
+    /// Seals and opens credentials and webhook secrets.
+    pub sealer: Sealer,
 }
 
 impl Deref for App {
@@ -39,7 +42,7 @@ impl Deref for App {
 }
 
 impl App {
-    pub fn new(config: Config, store: Store, clock: SharedClock) -> App {
+    pub fn new(config: Config, store: Store, clock: SharedClock, sealer: Sealer) -> App {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "node".into());
         App(Arc::new(AppInner {
             config: Arc::new(config),
@@ -56,6 +59,7 @@ impl App {
                 .timeout(std::time::Duration::from_secs(30))
                 .build()
                 .expect("http client builds"),
+            sealer,
         }))
     }
 }

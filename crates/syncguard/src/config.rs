@@ -53,6 +53,10 @@ pub struct Config {
     pub environment: Environment,
     pub log_format: LogFormat,
     pub role: NodeRole,
+    /// File holding the base64 master key (when `SYNCGUARD_MASTER_KEY` is not set).
+    pub master_key_file: String,
+    /// Older master keys, base64: still opened, never used to seal (during a rotation).
+    pub previous_master_keys: Vec<String>,
     pub queue: QueueConfig,
     pub api: ApiConfig,
 }
@@ -65,6 +69,8 @@ impl Default for Config {
             environment: Environment::default(),
             log_format: LogFormat::default(),
             role: NodeRole::default(),
+            master_key_file: "syncguard.key".into(),
+            previous_master_keys: Vec::new(),
             queue: QueueConfig::default(),
             api: ApiConfig::default(),
         }

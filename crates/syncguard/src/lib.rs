@@ -6,6 +6,9 @@
 //! - [`engine`]: workers, completer, heartbeat, lease rescue, periodic schedules, handlers.
 //! - [`api`]: the HTTP API (`/v1`), its conventions (problem+json, request ids, idempotency
 //!   keys, body limits, pagination), probes, metrics and the OpenAPI document.
+//! - [`secrets`]: the master key that seals credentials at rest.
+//! - [`webhook`]: the inbound webhook gateway.
+//! - [`provider`]: provider definitions, the outbound HTTP client, rate limiter and breaker.
 //! - [`metrics`], [`logging`], [`clock`]: observability and time.
 //! - [`cli`]: the `syncguard` command line, including `bench`.
 //!
@@ -19,5 +22,8 @@ pub mod config;
 pub mod engine;
 pub mod logging;
 pub mod metrics;
+pub mod provider;
+pub mod secrets;
+pub mod webhook;
 
 pub use app::App;

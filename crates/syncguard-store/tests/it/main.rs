@@ -1,6 +1,7 @@
 //! Store conformance suite: every test runs once on SQLite and once on PostgreSQL.
 
 mod access;
+mod connections;
 mod queue;
 
 /// Declares each listed `async fn name(db: TestDb)` as two tests, `sqlite::name` and

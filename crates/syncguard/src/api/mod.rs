@@ -6,6 +6,7 @@
 //! then `Idempotency-Key` handling for mutating `/v1` calls. Handlers authenticate with the
 //! [`extract::Caller`] extractor and never touch SQL.
 
+mod connections;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
@@ -74,6 +75,13 @@ pub fn documented() -> (Router<App>, utoipa::openapi::OpenApi) {
         .routes(routes!(probes::livez))
         .routes(routes!(probes::readyz))
         .routes(routes!(probes::metrics))
+        .routes(routes!(
+            connections::create_connection,
+            connections::list_connections
+        ))
+        .routes(routes!(connections::get_connection))
+        .merge(crate::webhook::routes())
+        .merge(crate::provider::routes())
         .split_for_parts()
 }
 

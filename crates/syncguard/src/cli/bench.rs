@@ -52,6 +52,15 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     }
 }
 
+/// A throwaway key: benchmarks seal nothing that outlives them.
+pub fn ephemeral_sealer() -> syncguard_core::seal::Sealer {
+    let key = syncguard_core::seal::MasterKey::from_base64(
+        &syncguard_core::seal::MasterKey::generate_base64(&mut rand::rngs::OsRng),
+    )
+    .expect("generated key is valid");
+    syncguard_core::seal::Sealer::new(key, Vec::new())
+}
+
 const PICKUP: &str = "bench.pickup";
 
 fn micros_now() -> i64 {
@@ -90,7 +99,7 @@ async fn queue(args: QueueArgs) -> anyhow::Result<()> {
         syncguard_store::redact_url(&db.url)
     );
     let clock = Arc::new(SystemClock);
-    let app = App::new(config, db.store.clone(), clock.clone());
+    let app = App::new(config, db.store.clone(), clock.clone(), ephemeral_sealer());
 
     // 1. Enqueue, in batches of 1000 jobs per transaction.
     let bar = ProgressBar::new(args.jobs as u64).with_style(

@@ -3,6 +3,7 @@
 
 mod admin;
 mod bench;
+mod mock;
 mod serve;
 
 use crate::config::LogFormat;
@@ -49,6 +50,8 @@ pub enum Command {
     /// Dead letters: list and replay.
     #[command(subcommand)]
     Dlq(admin::DlqCommand),
+    /// Run the mock provider (Trackstar- and eBay-shaped APIs, webhook emitter, faults).
+    Mock(mock::MockArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -71,6 +74,7 @@ pub fn main() -> ExitCode {
             Command::Keys(cmd) => admin::keys(cmd).await,
             Command::Jobs(cmd) => admin::jobs(cmd).await,
             Command::Dlq(cmd) => admin::dlq(cmd).await,
+            Command::Mock(args) => mock::run(args).await,
         }
     });
     match result {

@@ -4,6 +4,7 @@ use crate::app::{self, App, Bootstrap};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Loaded, LogFormat, NodeRole, Overrides};
 use crate::engine::handler::Handlers;
+use crate::secrets::KeySource;
 use anyhow::Context;
 use std::path::Path;
 use std::sync::Arc;
@@ -52,6 +53,7 @@ pub async fn serve(
         },
     )?;
     let config = loaded.config;
+    let (sealer, key_source) = crate::secrets::load_sealer(&config)?;
     let store = app::open_store(&config).await?;
     let clock = Arc::new(SystemClock);
     let bootstrap = app::bootstrap_key(&store, clock.now_ms()).await?;
@@ -78,6 +80,11 @@ pub async fn serve(
         "  role:   {:?}, {} workers",
         config.role, config.queue.workers
     );
+    match &key_source {
+        KeySource::Env => eprintln!("  master key: from SYNCGUARD_MASTER_KEY (id {})", sealer.current_key_id()),
+        KeySource::File(f) => eprintln!("  master key: {f} (id {})", sealer.current_key_id()),
+        KeySource::Generated(f) => eprintln!("  master key: GENERATED {f} (id {}); back it up, stored credentials cannot be read without it", sealer.current_key_id()),
+    }
     match &bootstrap {
         Bootstrap::Generated(key) => {
             eprintln!("  bootstrap platform key (shown once, store it now): {key}");
@@ -86,7 +93,7 @@ pub async fn serve(
         Bootstrap::Existing => {}
     }
     tracing::info!(addr = %addr, store = store.backend().as_str(), config = %config_source, "syncguard started");
-    let app = App::new(config, store, clock);
+    let app = App::new(config, store, clock, sealer);
     app::run(app, listener, Handlers::builtin(), app::shutdown_signal()).await?;
     tracing::info!("syncguard stopped");
     Ok(())

@@ -79,6 +79,8 @@ impl Handlers {
         let mut h = Handlers::default();
         h.register(NOOP, noop);
         h.register(CLEANUP, cleanup);
+        crate::webhook::register(&mut h);
+        crate::provider::register(&mut h);
         h
     }
 }
