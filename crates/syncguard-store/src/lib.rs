@@ -11,6 +11,8 @@
 //! - [`tenancy`]: tenants and API keys (hashed at rest).
 //! - [`audit`]: the audit log of admin actions.
 //! - [`connections`]: connections and their sealed secrets.
+//! - [`events`]: inbound webhook events.
+//! - [`provider_state`]: shared rate-limiter and circuit-breaker state.
 //! - [`idempotency`]: stored responses for the `Idempotency-Key` header.
 //! - [`queue`]: the durable job queue (states, leases, retries, unique keys, dead letters).
 //! - [`page`]: opaque cursors for list endpoints.
@@ -21,10 +23,12 @@
 
 pub mod audit;
 pub mod connections;
+pub mod events;
 pub mod idempotency;
 pub mod leader;
 pub mod migrate;
 pub mod page;
+pub mod provider_state;
 pub mod queue;
 mod row;
 mod sql;

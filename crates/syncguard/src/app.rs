@@ -32,6 +32,10 @@ pub struct AppInner {
     pub http: reqwest::Client,
     /// Seals and opens credentials and webhook secrets.
     pub sealer: Sealer,
+    /// State of the inbound webhook gateway.
+    pub webhooks: crate::webhook::WebhookState,
+    /// Provider definitions, rate limiters and circuit breakers.
+    pub providers: crate::provider::ProviderState,
 }
 
 impl Deref for App {
@@ -42,12 +46,17 @@ impl Deref for App {
 }
 
 impl App {
-    pub fn new(config: Config, store: Store, clock: SharedClock, sealer: Sealer) -> App {
+    /// Builds the node's state; fails when a part of the configuration (e.g. a provider
+    /// definition) cannot be used.
+    pub fn new(config: Config, store: Store, clock: SharedClock, sealer: Sealer) -> anyhow::Result<App> {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "node".into());
-        App(Arc::new(AppInner {
+        let metrics = Metrics::new();
+        let webhooks = crate::webhook::WebhookState::new(&config, metrics.registry())?;
+        let providers = crate::provider::ProviderState::new(&config, metrics.registry())?;
+        Ok(App(Arc::new(AppInner {
             config: Arc::new(config),
             store,
-            metrics: Metrics::new(),
+            metrics,
             clock,
             worker_id: format!(
                 "{host}-{}-{}",
@@ -60,7 +69,9 @@ impl App {
                 .build()
                 .expect("http client builds"),
             sealer,
-        }))
+            webhooks,
+            providers,
+        })))
     }
 }
 

@@ -57,6 +57,8 @@ pub struct Config {
     pub master_key_file: String,
     /// Older master keys, base64: still opened, never used to seal (during a rotation).
     pub previous_master_keys: Vec<String>,
+    /// Extra provider definition files (TOML), beside the built-in ones.
+    pub provider_files: Vec<String>,
     pub queue: QueueConfig,
     pub api: ApiConfig,
 }
@@ -71,6 +73,7 @@ impl Default for Config {
             role: NodeRole::default(),
             master_key_file: "syncguard.key".into(),
             previous_master_keys: Vec::new(),
+            provider_files: Vec::new(),
             queue: QueueConfig::default(),
             api: ApiConfig::default(),
         }

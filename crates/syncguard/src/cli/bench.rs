@@ -18,6 +18,9 @@ use tokio_util::sync::CancellationToken;
 pub enum BenchCommand {
     /// Enqueue N no-op jobs, drain them with the default worker pool, measure pickup latency.
     Queue(QueueArgs),
+    /// Drive signed webhooks at a server over real HTTP: acks/s, latency at a fixed rate, and the
+    /// same server's /livez rate.
+    Ingest(super::bench_ingest::IngestArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -49,6 +52,7 @@ pub struct QueueArgs {
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Queue(args) => queue(args).await,
+        BenchCommand::Ingest(args) => super::bench_ingest::run(args).await,
     }
 }
 
@@ -99,7 +103,7 @@ async fn queue(args: QueueArgs) -> anyhow::Result<()> {
         syncguard_store::redact_url(&db.url)
     );
     let clock = Arc::new(SystemClock);
-    let app = App::new(config, db.store.clone(), clock.clone(), ephemeral_sealer());
+    let app = App::new(config, db.store.clone(), clock.clone(), ephemeral_sealer())?;
 
     // 1. Enqueue, in batches of 1000 jobs per transaction.
     let bar = ProgressBar::new(args.jobs as u64).with_style(

@@ -3,7 +3,9 @@
 
 mod admin;
 mod bench;
+mod bench_ingest;
 mod mock;
+mod secrets;
 mod serve;
 
 use crate::config::LogFormat;
@@ -52,6 +54,9 @@ pub enum Command {
     Dlq(admin::DlqCommand),
     /// Run the mock provider (Trackstar- and eBay-shaped APIs, webhook emitter, faults).
     Mock(mock::MockArgs),
+    /// Sealed secrets: rotate the master key.
+    #[command(subcommand)]
+    Secrets(secrets::SecretsCommand),
 }
 
 pub fn main() -> ExitCode {
@@ -75,6 +80,7 @@ pub fn main() -> ExitCode {
             Command::Jobs(cmd) => admin::jobs(cmd).await,
             Command::Dlq(cmd) => admin::dlq(cmd).await,
             Command::Mock(args) => mock::run(args).await,
+            Command::Secrets(cmd) => secrets::run(cmd).await,
         }
     });
     match result {

@@ -93,7 +93,7 @@ pub async fn serve(
         Bootstrap::Existing => {}
     }
     tracing::info!(addr = %addr, store = store.backend().as_str(), config = %config_source, "syncguard started");
-    let app = App::new(config, store, clock, sealer);
+    let app = App::new(config, store, clock, sealer)?;
     app::run(app, listener, Handlers::builtin(), app::shutdown_signal()).await?;
     tracing::info!("syncguard stopped");
     Ok(())

@@ -1,0 +1,1 @@
+-- Inbound webhook events (filled in by the webhook gateway work).

@@ -1,0 +1,1 @@
+-- Provider runtime state: rate limiters and circuit breakers (filled in by the provider work).

@@ -1,0 +1,1 @@
+//! Shared rate-limiter and circuit-breaker state. Being built.

@@ -1,0 +1,151 @@
+//! Test harness: spawn the app in-process on port 0, talk to it over real HTTP.
+
+#![allow(dead_code)]
+
+use reqwest::{Method, RequestBuilder};
+use serde_json::{json, Value};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use syncguard::app::{self, App};
+use syncguard::clock::{Clock as _, SharedClock, SystemClock};
+use syncguard::config::Config;
+use syncguard::engine::handler::Handlers;
+use syncguard_store::testkit::{self, TestDb};
+use syncguard_store::Backend;
+use tokio_util::sync::CancellationToken;
+
+/// Declares each listed `async fn name(backend: Backend)` as `sqlite::name` and `postgres::name`.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(syncguard_store::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(syncguard_store::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+/// The platform key every test app accepts.
+pub const PLATFORM_KEY: &str = "sg_live_test_platform_key_000000000000";
+
+pub struct TestApp {
+    pub url: String,
+    pub app: App,
+    pub db: TestDb,
+    pub client: reqwest::Client,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// A test configuration: quick polling so tests do not wait on idle workers.
+pub fn test_config(db: &TestDb) -> Config {
+    let mut c = Config { database_url: db.url.clone(), ..Config::default() };
+    c.queue.poll_interval_ms = 50;
+    c.queue.rescue_interval_ms = 200;
+    c.queue.shutdown_grace_ms = 2_000;
+    c
+}
+
+pub fn test_sealer() -> syncguard_core::seal::Sealer {
+    syncguard_core::seal::Sealer::new(syncguard_core::seal::MasterKey::from_bytes(&[7u8; 32]).unwrap(), vec![])
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> TestApp {
+        TestApp::spawn_with(backend, |_| {}, Arc::new(SystemClock), Handlers::builtin()).await
+    }
+
+    pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config), clock: SharedClock, handlers: Handlers) -> TestApp {
+        let db = testkit::fresh(backend).await;
+        let mut config = test_config(&db);
+        tweak(&mut config);
+        db.store.upsert_bootstrap_key(PLATFORM_KEY, clock.now_ms()).await.unwrap();
+        let app = App::new(config, db.store.clone(), clock, test_sealer()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let cancel = CancellationToken::new();
+        let stop = cancel.clone();
+        let task = tokio::spawn(app::run(app.clone(), listener, handlers, async move { stop.cancelled().await }));
+        TestApp { url, app, db, client: reqwest::Client::new(), cancel, task }
+    }
+
+    pub fn req(&self, method: Method, path: &str, key: &str) -> RequestBuilder {
+        self.client.request(method, format!("{}{path}", self.url)).bearer_auth(key)
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> (u16, Value) {
+        send(self.req(Method::GET, path, key)).await
+    }
+
+    pub async fn post(&self, path: &str, key: &str, body: Value) -> (u16, Value) {
+        send(self.req(Method::POST, path, key).json(&body)).await
+    }
+
+    pub async fn delete(&self, path: &str, key: &str) -> (u16, Value) {
+        send(self.req(Method::DELETE, path, key)).await
+    }
+
+    /// Creates a tenant and a key of `role` in it; returns (tenant id, key).
+    pub async fn tenant_with_key(&self, name: &str, role: &str) -> (String, String) {
+        let (s, t) = self.post("/v1/tenants", PLATFORM_KEY, json!({ "name": name })).await;
+        assert_eq!(s, 201, "{t}");
+        let tenant = t["id"].as_str().unwrap().to_string();
+        let key = self.key_for(&tenant, role, None).await;
+        (tenant, key)
+    }
+
+    /// A key of `role` in `tenant`, optionally limited to `connections`.
+    pub async fn key_for(&self, tenant: &str, role: &str, connections: Option<Vec<&str>>) -> String {
+        let mut body = json!({ "tenant_id": tenant, "role": role, "name": format!("{role} key") });
+        if let Some(c) = connections {
+            body["connections"] = json!(c);
+        }
+        let (s, k) = self.post("/v1/keys", PLATFORM_KEY, body).await;
+        assert_eq!(s, 201, "{k}");
+        k["key"].as_str().unwrap().to_string()
+    }
+
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// Sends a request and returns (status, JSON body or Null).
+pub async fn send(req: RequestBuilder) -> (u16, Value) {
+    let resp = req.send().await.expect("request sent");
+    let status = resp.status().as_u16();
+    let body = resp.json::<Value>().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+/// Polls `check` until it yields a value or `timeout` passes.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
