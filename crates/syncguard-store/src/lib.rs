@@ -14,6 +14,7 @@
 //! - [`events`]: inbound webhook events.
 //! - [`provider_state`]: shared rate-limiter and circuit-breaker state.
 //! - [`idempotency`]: stored responses for the `Idempotency-Key` header.
+//! - [`records`]: the local mirror of provider objects and the change feed.
 //! - [`queue`]: the durable job queue (states, leases, retries, unique keys, dead letters).
 //! - [`page`]: opaque cursors for list endpoints.
 //! - [`testkit`]: fresh stores for tests, on either backend.
@@ -30,6 +31,7 @@ pub mod migrate;
 pub mod page;
 pub mod provider_state;
 pub mod queue;
+pub mod records;
 mod row;
 mod sql;
 pub mod tenancy;

@@ -28,6 +28,9 @@ macro_rules! migration {
 const MIGRATIONS: &[Migration] = &[
     migration!(1, "0001_foundation"),
     migration!(2, "0002_connections"),
+    migration!(3, "0003_webhooks"),
+    migration!(4, "0004_providers"),
+    migration!(5, "0005_records"),
 ];
 
 /// Arbitrary constant naming the migration lock among the database's advisory locks.

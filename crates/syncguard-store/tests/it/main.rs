@@ -3,6 +3,7 @@
 mod access;
 mod connections;
 mod queue;
+mod records;
 
 /// Declares each listed `async fn name(db: TestDb)` as two tests, `sqlite::name` and
 /// `postgres::name`, each on a fresh migrated store.

@@ -1,0 +1,273 @@
+//! Records (the local mirror of provider objects) and the change feed (SPEC §1, §3.4).
+//!
+//! A write carries the object's content; its RFC 8785 hash decides whether anything changed.
+//! An unchanged hash writes nothing and appends no change, so a record touched by a webhook and
+//! then re-read by a sync produces one change, not two. A write older than what is stored (by
+//! the provider's updated-at) is ignored, so out-of-order webhooks cannot roll a record back.
+//!
+//! Change sequence numbers are the feed's cursor, so they must become visible in order. On
+//! PostgreSQL concurrent transactions could commit a higher `seq` before a lower one and a
+//! poller would skip the lower; a transaction-scoped advisory lock serialises change appends so
+//! commit order is sequence order. SQLite has one writer and needs nothing.
+
+use crate::page::{decode_cursor, Page, PageRequest};
+use crate::row::{DbRow, FromDbRow, RowResult};
+use crate::sql::{bind_all, Bind, Conditions};
+use crate::{on_reader, on_writer, Backend, Millis, Result, Scope, Store};
+use serde::Serialize;
+use syncguard_core::canonical::content_hash;
+
+/// Arbitrary constant naming the change-append lock.
+const CHANGES_LOCK: i64 = 0x5359_4e43_4348_4e47; // "SYNCCHNG"
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecordWrite {
+    /// The object's current state.
+    Upsert { data: serde_json::Value, remote_updated_at: Option<Millis> },
+    /// The provider deleted the object.
+    Delete,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    Created,
+    Updated,
+    Deleted,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Created => "created",
+            ChangeKind::Updated => "updated",
+            ChangeKind::Deleted => "deleted",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Change {
+    pub seq: i64,
+    pub tenant_id: String,
+    pub connection_id: String,
+    pub resource: String,
+    pub external_id: String,
+    pub kind: String,
+    pub hash: Option<String>,
+    /// `webhook`, `sync`, `reconcile` …: what observed the change.
+    pub source: String,
+    pub at: Millis,
+}
+
+impl FromDbRow for Change {
+    fn from_row(r: &impl DbRow) -> RowResult<Self> {
+        Ok(Change {
+            seq: r.i64("seq")?,
+            tenant_id: r.string("tenant_id")?,
+            connection_id: r.string("connection_id")?,
+            resource: r.string("resource")?,
+            external_id: r.string("external_id")?,
+            kind: r.string("kind")?,
+            hash: r.opt_string("hash")?,
+            source: r.string("source")?,
+            at: r.i64("at")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Record {
+    pub connection_id: String,
+    pub resource: String,
+    pub external_id: String,
+    pub data: serde_json::Value,
+    pub hash: String,
+    pub remote_updated_at: Option<Millis>,
+    pub synced_at: Millis,
+    pub deleted: bool,
+}
+
+impl FromDbRow for Record {
+    fn from_row(r: &impl DbRow) -> RowResult<Self> {
+        Ok(Record {
+            connection_id: r.string("connection_id")?,
+            resource: r.string("resource")?,
+            external_id: r.string("external_id")?,
+            data: serde_json::from_str(&r.string("data")?).unwrap_or_default(),
+            hash: r.string("hash")?,
+            remote_updated_at: r.opt_i64("remote_updated_at")?,
+            synced_at: r.i64("synced_at")?,
+            deleted: r.bool("deleted")?,
+        })
+    }
+}
+
+const RECORD_COLUMNS: &str = "connection_id, resource, external_id, data, hash, remote_updated_at, synced_at, deleted";
+
+/// Where a record lives.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordKey<'a> {
+    pub tenant_id: &'a str,
+    pub connection_id: &'a str,
+    pub resource: &'a str,
+    pub external_id: &'a str,
+}
+
+impl Store {
+    /// Applies one observed state of a provider object; returns the change it made, or `None`
+    /// when nothing changed (same hash, already deleted, or older than what is stored).
+    pub async fn apply_record(&self, tenant_id: &str, connection_id: &str, resource: &str, external_id: &str, write: &RecordWrite, source: &str, now: Millis) -> Result<Option<Change>> {
+        let key = RecordKey { tenant_id, connection_id, resource, external_id };
+        let mut out = self.apply_records(&[(key, write.clone())], source, now).await?;
+        Ok(out.pop().flatten())
+    }
+
+    /// Applies many writes in one transaction (a sync page), in order; one result per write.
+    pub async fn apply_records(&self, writes: &[(RecordKey<'_>, RecordWrite)], source: &str, now: Millis) -> Result<Vec<Option<Change>>> {
+        let backend = self.backend();
+        on_writer!(self, p => {
+            let mut tx = p.begin().await?;
+            if backend == Backend::Postgres {
+                sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(CHANGES_LOCK).execute(&mut *tx).await?;
+            }
+            let mut results = Vec::with_capacity(writes.len());
+            for (k, write) in writes {
+                let existing: Option<(String, bool, Option<i64>)> = sqlx::query_as(
+                    "SELECT hash, deleted, remote_updated_at FROM records WHERE connection_id = $1 AND resource = $2 AND external_id = $3")
+                    .bind(k.connection_id)
+                    .bind(k.resource)
+                    .bind(k.external_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let (kind, hash) = match write {
+                    RecordWrite::Upsert { data, remote_updated_at } => {
+                        let hash = content_hash(data);
+                        let kind = match &existing {
+                            Some((old, false, _)) if *old == hash => None,
+                            Some((_, _, Some(stored))) if remote_updated_at.is_some_and(|new| new < *stored) => None,
+                            Some((_, false, _)) => Some(ChangeKind::Updated),
+                            Some((_, true, _)) | None => Some(ChangeKind::Created),
+                        };
+                        if kind.is_some() {
+                            sqlx::query("INSERT INTO records (connection_id, resource, external_id, tenant_id, data, hash, remote_updated_at, synced_at, deleted)
+                                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, FALSE)
+                                         ON CONFLICT (connection_id, resource, external_id) DO UPDATE SET
+                                           data = excluded.data, hash = excluded.hash, remote_updated_at = excluded.remote_updated_at,
+                                           synced_at = excluded.synced_at, deleted = FALSE")
+                                .bind(k.connection_id)
+                                .bind(k.resource)
+                                .bind(k.external_id)
+                                .bind(k.tenant_id)
+                                .bind(data.to_string())
+                                .bind(&hash)
+                                .bind(*remote_updated_at)
+                                .bind(now)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                        (kind, Some(hash))
+                    }
+                    RecordWrite::Delete => match &existing {
+                        Some((hash, false, _)) => {
+                            sqlx::query("UPDATE records SET deleted = TRUE, synced_at = $1 WHERE connection_id = $2 AND resource = $3 AND external_id = $4")
+                                .bind(now)
+                                .bind(k.connection_id)
+                                .bind(k.resource)
+                                .bind(k.external_id)
+                                .execute(&mut *tx)
+                                .await?;
+                            (Some(ChangeKind::Deleted), Some(hash.clone()))
+                        }
+                        _ => (None, None),
+                    },
+                };
+                let Some(kind) = kind else {
+                    results.push(None);
+                    continue;
+                };
+                let (seq,): (i64,) = sqlx::query_as("INSERT INTO changes (tenant_id, connection_id, resource, external_id, kind, hash, source, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING seq")
+                    .bind(k.tenant_id)
+                    .bind(k.connection_id)
+                    .bind(k.resource)
+                    .bind(k.external_id)
+                    .bind(kind.as_str())
+                    .bind(&hash)
+                    .bind(source)
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                results.push(Some(Change {
+                    seq,
+                    tenant_id: k.tenant_id.to_string(),
+                    connection_id: k.connection_id.to_string(),
+                    resource: k.resource.to_string(),
+                    external_id: k.external_id.to_string(),
+                    kind: kind.as_str().to_string(),
+                    hash,
+                    source: source.to_string(),
+                    at: now,
+                }));
+            }
+            tx.commit().await?;
+            Ok(results)
+        })
+    }
+
+    /// One record, if its connection is visible in `scope`.
+    pub async fn get_record(&self, scope: &Scope, connection_id: &str, resource: &str, external_id: &str) -> Result<Option<Record>> {
+        let mut c = Conditions::default();
+        c.and("connection_id = ?", vec![Bind::Str(connection_id.into())]);
+        c.and("resource = ?", vec![Bind::Str(resource.into())]);
+        c.and("external_id = ?", vec![Bind::Str(external_id.into())]);
+        if let Some(t) = scope.tenant() {
+            c.and("tenant_id = ?", vec![Bind::Str(t.into())]);
+        }
+        let sql = format!("SELECT {RECORD_COLUMNS} FROM records{}", c.where_clause());
+        on_reader!(self, p => {
+            let row = bind_all!(sqlx::query(&sql), &c.binds).fetch_optional(p).await?;
+            Ok(row.as_ref().map(Record::from_row).transpose()?)
+        })
+    }
+
+    /// Records of one connection and resource, by external id.
+    pub async fn list_records(&self, scope: &Scope, connection_id: &str, resource: &str, page: &PageRequest) -> Result<Page<Record>> {
+        let mut c = Conditions::default();
+        c.and("connection_id = ?", vec![Bind::Str(connection_id.into())]);
+        c.and("resource = ?", vec![Bind::Str(resource.into())]);
+        if let Some(t) = scope.tenant() {
+            c.and("tenant_id = ?", vec![Bind::Str(t.into())]);
+        }
+        if let Some(after) = page.after.as_deref().and_then(decode_cursor) {
+            c.and("external_id > ?", vec![Bind::Str(after)]);
+        }
+        let limit = c.push_bind(Bind::I64(page.limit + 1));
+        let sql = format!("SELECT {RECORD_COLUMNS} FROM records{} ORDER BY external_id LIMIT {limit}", c.where_clause());
+        on_reader!(self, p => {
+            let rows = bind_all!(sqlx::query(&sql), &c.binds).fetch_all(p).await?;
+            let items = rows.iter().map(Record::from_row).collect::<RowResult<Vec<_>>>()?;
+            Ok(Page::from_overfetch(items, page.limit, |r| r.external_id.clone()))
+        })
+    }
+
+    /// Changes after `after` (exclusive), oldest first.
+    pub async fn list_changes(&self, scope: &Scope, visible: Option<&[String]>, connection_id: Option<&str>, after: i64, limit: i64) -> Result<Vec<Change>> {
+        let mut c = Conditions::default();
+        c.and("seq > ?", vec![Bind::I64(after)]);
+        if let Some(t) = scope.tenant() {
+            c.and("tenant_id = ?", vec![Bind::Str(t.into())]);
+        }
+        if let Some(conn) = connection_id {
+            c.and("connection_id = ?", vec![Bind::Str(conn.into())]);
+        }
+        if let Some(v) = visible {
+            c.and_in_list(self.backend(), "connection_id", v);
+        }
+        let lim = c.push_bind(Bind::I64(limit));
+        let sql = format!("SELECT seq, tenant_id, connection_id, resource, external_id, kind, hash, source, at FROM changes{} ORDER BY seq LIMIT {lim}", c.where_clause());
+        on_reader!(self, p => {
+            let rows = bind_all!(sqlx::query(&sql), &c.binds).fetch_all(p).await?;
+            Ok(rows.iter().map(Change::from_row).collect::<RowResult<Vec<_>>>()?)
+        })
+    }
+}
