@@ -2,13 +2,13 @@
 //! No answer ever carries a secret.
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{ApiJson, ApiQuery, Caller, ListParams};
+use super::extract::{ApiJson, ApiPath, ApiQuery, Caller, ListParams};
 use super::tenants::audit;
 use super::views::List;
 use super::Problem;
 use crate::app::App;
 use crate::clock::rfc3339;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -216,7 +216,7 @@ pub async fn list_connections(
 pub async fn get_connection(
     State(app): State<App>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<ConnectionView>> {
     let c = app
         .store

@@ -1,12 +1,12 @@
 //! Jobs and dead letters.
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{ApiJson, ApiQuery, Caller, ListParams};
+use super::extract::{ApiJson, ApiPath, ApiQuery, Caller, ListParams};
 use super::tenants::audit;
 use super::views::{JobView, List};
 use super::Problem;
 use crate::app::App;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use syncguard_core::class::ErrorClass;
@@ -85,7 +85,7 @@ pub async fn list_jobs(
 pub async fn get_job(
     State(app): State<App>,
     caller: Caller,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<JobView>> {
     let job = app
         .store
@@ -109,7 +109,7 @@ async fn visible_then_role(app: &App, caller: &Caller, id: i64, role: Role) -> A
 pub async fn retry_job(
     State(app): State<App>,
     caller: Caller,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<JobView>> {
     visible_then_role(&app, &caller, id, Role::Operator).await?;
     let outcome = app
@@ -137,7 +137,7 @@ pub async fn retry_job(
 pub async fn cancel_job(
     State(app): State<App>,
     caller: Caller,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<JobView>> {
     visible_then_role(&app, &caller, id, Role::Operator).await?;
     let job = app
@@ -279,7 +279,7 @@ pub struct ReviewRequest {
 pub async fn review_dead_letter(
     State(app): State<App>,
     caller: Caller,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<JobView>> {
     visible_then_role(&app, &caller, id, Role::Admin).await?;

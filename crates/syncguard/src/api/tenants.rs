@@ -1,11 +1,11 @@
 //! Tenants and API keys.
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{request_id, ApiJson, ApiQuery, Caller, ListParams};
+use super::extract::{request_id, ApiJson, ApiPath, ApiQuery, Caller, ListParams};
 use super::views::{KeyView, List, TenantView};
 use super::Problem;
 use crate::app::App;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
@@ -204,7 +204,7 @@ pub async fn list_keys(
 pub async fn revoke_key(
     State(app): State<App>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<KeyView>> {
     caller.require(Role::Admin)?;
     let key = app

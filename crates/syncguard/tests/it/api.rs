@@ -1,1 +1,667 @@
-//! api tests.
+//! The API's conventions and access rules, from outside, over HTTP.
+
+use crate::helpers::*;
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::time::Duration;
+use syncguard_core::class::ErrorClass;
+use syncguard_store::queue::{Completion, JobState, NewJob, Outcome};
+use syncguard_store::Backend;
+
+crate::on_both_stores!(
+    unauthenticated_requests_get_problems_with_request_ids,
+    tenants_cannot_see_each_other_anywhere,
+    roles_limit_actions_on_visible_objects,
+    connection_scoped_keys_see_only_their_connections,
+    bad_input_is_refused_and_changes_nothing,
+    idempotency_keys_replay_refuse_and_conflict,
+    pagination_walks_every_item_once,
+    store_outage_answers_503_and_livez_stays_up,
+    openapi_document_matches_the_server,
+);
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// A dead job of `tenant` on `connection`.
+async fn dead_job(app: &TestApp, tenant: &str, connection: &str) -> i64 {
+    let mut j = NewJob::new("never.handled", json!({}));
+    j.tenant_id = Some(tenant.into());
+    j.connection_id = Some(connection.into());
+    j.run_at = Some(now() + 3_600_000);
+    let id = app.db.store.enqueue(&j, now()).await.unwrap().id;
+    // Claim it ourselves (it is not due for the app's workers) and kill it.
+    let claimed = app
+        .db
+        .store
+        .claim_jobs(
+            "test",
+            10,
+            now() + 3_600_001,
+            30_000,
+            Some(&["never.handled".to_string()]),
+        )
+        .await
+        .unwrap();
+    let done: Vec<Completion> = claimed
+        .iter()
+        .map(|c| Completion {
+            id: c.id,
+            outcome: Outcome::Dead {
+                class: ErrorClass::Permanent,
+                error: "boom".into(),
+            },
+        })
+        .collect();
+    app.db
+        .store
+        .complete_jobs("test", &done, now())
+        .await
+        .unwrap();
+    id
+}
+
+async fn unauthenticated_requests_get_problems_with_request_ids(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let resp = app
+        .client
+        .get(format!("{}/v1/jobs", app.url))
+        .header("x-request-id", "req-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    assert_eq!(resp.headers()["x-request-id"], "req-123");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        (body["status"].as_u64(), body["request_id"].as_str()),
+        (Some(401), Some("req-123"))
+    );
+    assert!(
+        body["type"].as_str().unwrap().contains("unauthorized")
+            && body["title"].is_string()
+            && body["detail"].is_string()
+    );
+    let resp = app
+        .client
+        .get(format!("{}/v1/jobs", app.url))
+        .bearer_auth("sg_live_nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let generated = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["request_id"],
+        generated.as_str()
+    );
+    // A revoked key stops working at once.
+    let (_, key) = app.tenant_with_key("acme", "admin").await;
+    assert_eq!(app.get("/v1/jobs", &key).await.0, 200);
+    let (_, keys) = app.get("/v1/keys", &key).await;
+    let key_id = keys["data"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(app.delete(&format!("/v1/keys/{key_id}"), &key).await.0, 200);
+    assert_eq!(app.get("/v1/jobs", &key).await.0, 401);
+    app.stop().await;
+}
+
+async fn tenants_cannot_see_each_other_anywhere(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (ta, a) = app.tenant_with_key("a", "admin").await;
+    let (_tb, b) = app.tenant_with_key("b", "admin").await;
+    let (s, conn) = app.post("/v1/connections", &a, json!({ "provider": "trackstar", "name": "brand_1", "credentials": { "api_key": "k" } })).await;
+    assert_eq!(s, 201, "{conn}");
+    let conn_id = conn["id"].as_str().unwrap();
+    let job = dead_job(&app, &ta, conn_id).await;
+    let a_key_id = app.get("/v1/keys", &a).await.1["data"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    for path in [
+        format!("/v1/jobs/{job}"),
+        format!("/v1/connections/{conn_id}"),
+    ] {
+        let (s, body) = app.get(&path, &b).await;
+        assert_eq!(s, 404, "{path}: {body}");
+    }
+    for path in [
+        format!("/v1/jobs/{job}/retry"),
+        format!("/v1/jobs/{job}/cancel"),
+        format!("/v1/dead-letters/{job}/review"),
+    ] {
+        assert_eq!(app.post(&path, &b, json!({})).await.0, 404, "{path}");
+    }
+    assert_eq!(app.delete(&format!("/v1/keys/{a_key_id}"), &b).await.0, 404);
+    let (s, r) = app
+        .post("/v1/dead-letters/replay", &b, json!({ "ids": [job] }))
+        .await;
+    assert_eq!((s, r["matched"].as_u64()), (200, Some(0)));
+    for list in ["/v1/jobs", "/v1/dead-letters", "/v1/connections"] {
+        let (s, body) = app.get(list, &b).await;
+        assert_eq!(
+            (s, body["data"].as_array().map(Vec::len)),
+            (200, Some(0)),
+            "{list}: {body}"
+        );
+    }
+    let (_, keys) = app.get("/v1/keys", &b).await;
+    assert!(keys["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|k| k["id"] != a_key_id.as_str()));
+    let (_, audit) = app.get("/v1/audit", &b).await;
+    assert!(
+        audit["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["tenant_id"] != ta.as_str()),
+        "{audit}"
+    );
+    assert_eq!(
+        app.post(
+            "/v1/keys",
+            &b,
+            json!({ "tenant_id": ta, "role": "admin", "name": "x" })
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        app.post(
+            "/v1/connections",
+            &b,
+            json!({ "tenant_id": ta, "provider": "trackstar", "name": "x" })
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        app.get("/v1/tenants", &b).await.0,
+        403,
+        "tenants are for platform keys"
+    );
+    // Nothing of a's changed.
+    let j = app
+        .db
+        .store
+        .get_job(&syncguard_store::Scope::All, None, job)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (j.state, j.reviewed, j.replayed_as),
+        (JobState::Dead, false, None)
+    );
+    assert_eq!(app.get("/v1/jobs", &a).await.0, 200);
+    app.stop().await;
+}
+
+async fn roles_limit_actions_on_visible_objects(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (t, _admin) = app.tenant_with_key("acme", "admin").await;
+    let viewer = app.key_for(&t, "viewer", None).await;
+    let operator = app.key_for(&t, "operator", None).await;
+    let job = dead_job(&app, &t, "con_x").await;
+    assert_eq!(app.get(&format!("/v1/jobs/{job}"), &viewer).await.0, 200);
+    assert_eq!(
+        app.post("/v1/dead-letters/replay", &viewer, json!({ "ids": [job] }))
+            .await
+            .0,
+        403,
+        "a viewer cannot replay"
+    );
+    assert_eq!(
+        app.post(
+            &format!("/v1/dead-letters/{job}/review"),
+            &viewer,
+            json!({})
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        app.post(&format!("/v1/jobs/{job}/retry"), &viewer, json!({}))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        app.post(
+            "/v1/keys",
+            &operator,
+            json!({ "role": "viewer", "name": "x" })
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(app.get("/v1/audit", &operator).await.0, 403);
+    assert_eq!(
+        app.post(
+            "/v1/dead-letters/replay",
+            &operator,
+            json!({ "ids": [job] })
+        )
+        .await
+        .0,
+        403
+    );
+    let j = app
+        .db
+        .store
+        .get_job(&syncguard_store::Scope::All, None, job)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (j.state, j.replayed_as),
+        (JobState::Dead, None),
+        "refused actions changed nothing"
+    );
+    let (s, retried) = app
+        .post(&format!("/v1/jobs/{job}/retry"), &operator, json!({}))
+        .await;
+    assert_eq!(
+        (s, retried["replayed_from"].as_i64()),
+        (200, Some(job)),
+        "an operator may retry"
+    );
+    app.stop().await;
+}
+
+async fn connection_scoped_keys_see_only_their_connections(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (t, admin) = app.tenant_with_key("acme", "admin").await;
+    let mut ids = Vec::new();
+    for name in ["brand_1", "brand_2"] {
+        let (_, c) = app
+            .post(
+                "/v1/connections",
+                &admin,
+                json!({ "provider": "trackstar", "name": name }),
+            )
+            .await;
+        ids.push(c["id"].as_str().unwrap().to_string());
+    }
+    let scoped = app
+        .key_for(&t, "operator", Some(vec![ids[0].as_str()]))
+        .await;
+    let mine = dead_job(&app, &t, &ids[0]).await;
+    let other = dead_job(&app, &t, &ids[1]).await;
+    let (_, list) = app.get("/v1/dead-letters", &scoped).await;
+    let seen: Vec<i64> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(seen, vec![mine]);
+    assert_eq!(app.get(&format!("/v1/jobs/{other}"), &scoped).await.0, 404);
+    assert_eq!(
+        app.get(&format!("/v1/connections/{}", ids[1]), &scoped)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        app.get("/v1/connections", &scoped).await.1["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    app.stop().await;
+}
+
+async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let url = format!("{}/v1/tenants", app.url);
+    let c = &app.client;
+    let check = |resp: reqwest::Response, status: u16, needle: &'static str| async move {
+        assert_eq!(resp.status().as_u16(), status);
+        assert_eq!(resp.headers()["content-type"], "application/problem+json");
+        let body: Value = resp.json().await.unwrap();
+        assert!(
+            body["detail"].as_str().unwrap().contains(needle),
+            "{needle:?} not in {body}"
+        );
+    };
+    check(
+        c.post(&url)
+            .bearer_auth(PLATFORM_KEY)
+            .header("content-type", "text/plain")
+            .body("name=x")
+            .send()
+            .await
+            .unwrap(),
+        415,
+        "application/json",
+    )
+    .await;
+    check(
+        c.post(&url)
+            .bearer_auth(PLATFORM_KEY)
+            .header("content-type", "application/json")
+            .body("{\"name\": ")
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "malformed JSON",
+    )
+    .await;
+    check(
+        c.post(&url)
+            .bearer_auth(PLATFORM_KEY)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap(),
+        422,
+        "name",
+    )
+    .await;
+    check(
+        c.post(&url)
+            .bearer_auth(PLATFORM_KEY)
+            .json(&json!({ "name": 7 }))
+            .send()
+            .await
+            .unwrap(),
+        422,
+        "name",
+    )
+    .await;
+    check(
+        c.post(&url)
+            .bearer_auth(PLATFORM_KEY)
+            .json(&json!({ "name": "x", "extra": 1 }))
+            .send()
+            .await
+            .unwrap(),
+        422,
+        "extra",
+    )
+    .await;
+    check(
+        app.req(Method::POST, "/v1/keys", PLATFORM_KEY)
+            .json(&json!({ "tenant_id": "ten_x", "role": "root", "name": "k" }))
+            .send()
+            .await
+            .unwrap(),
+        422,
+        "role",
+    )
+    .await;
+    let big = "x".repeat(300 * 1024);
+    check(
+        c.post(&url)
+            .bearer_auth(PLATFORM_KEY)
+            .json(&json!({ "name": big }))
+            .send()
+            .await
+            .unwrap(),
+        413,
+        "limit",
+    )
+    .await;
+    // No Content-Length: the body streams in chunks and is cut off at the limit.
+    let chunks = futures::stream::iter((0..400).map(|_| Ok::<_, std::io::Error>(vec![b' '; 1024])));
+    let resp = c
+        .post(&url)
+        .bearer_auth(PLATFORM_KEY)
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    check(resp, 413, "limit").await;
+    check(
+        app.req(Method::GET, "/v1/jobs?limit=0", PLATFORM_KEY)
+            .send()
+            .await
+            .unwrap(),
+        422,
+        "limit",
+    )
+    .await;
+    check(
+        app.req(Method::GET, "/v1/jobs?cursor=%25%25", PLATFORM_KEY)
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "cursor",
+    )
+    .await;
+    check(
+        app.req(Method::GET, "/v1/jobs?state=exploded", PLATFORM_KEY)
+            .send()
+            .await
+            .unwrap(),
+        422,
+        "state",
+    )
+    .await;
+    check(
+        app.req(Method::GET, "/v1/jobs/abc", PLATFORM_KEY)
+            .send()
+            .await
+            .unwrap(),
+        422,
+        "",
+    )
+    .await;
+    check(
+        app.req(Method::GET, "/v1/nothing-here", PLATFORM_KEY)
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "route",
+    )
+    .await;
+    let (s, list) = app.get("/v1/tenants", PLATFORM_KEY).await;
+    assert_eq!(
+        (s, list["data"].as_array().unwrap().len()),
+        (200, 0),
+        "no tenant was half-created"
+    );
+    app.stop().await;
+}
+
+async fn idempotency_keys_replay_refuse_and_conflict(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let post = |name: &str, key: &str| {
+        app.req(Method::POST, "/v1/tenants", PLATFORM_KEY)
+            .header("idempotency-key", key)
+            .json(&json!({ "name": name }))
+    };
+    let first = post("acme", "k-1").send().await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    let again = post("acme", "k-1").send().await.unwrap();
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(
+        again.json::<Value>().await.unwrap(),
+        first,
+        "the stored response, byte for byte"
+    );
+    assert_eq!(
+        app.get("/v1/tenants", PLATFORM_KEY).await.1["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "one tenant"
+    );
+    assert_eq!(
+        post("globex", "k-1").send().await.unwrap().status(),
+        422,
+        "same key, different body"
+    );
+    // A request still in flight with the key: the claim is taken, no response stored yet.
+    let scope = syncguard_core::ids::sha256_hex(format!("Bearer {PLATFORM_KEY}").as_bytes());
+    let body = serde_json::to_vec(&json!({ "name": "initech" })).unwrap();
+    let mut material = b"POST /v1/tenants\n".to_vec();
+    material.extend_from_slice(&body);
+    let fingerprint = syncguard_core::ids::sha256_hex(&material);
+    app.db
+        .store
+        .claim_idempotency_key(&scope, "k-2", &fingerprint, now())
+        .await
+        .unwrap();
+    assert_eq!(post("initech", "k-2").send().await.unwrap().status(), 409);
+    // Errors are replayed too (a 4xx is an answer); a different caller's key is its own.
+    assert_eq!(
+        post("acme", "k-3").send().await.unwrap().status(),
+        409,
+        "name taken"
+    );
+    assert_eq!(
+        app.get("/v1/tenants", PLATFORM_KEY).await.1["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    app.stop().await;
+}
+
+async fn pagination_walks_every_item_once(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    for i in 0..7 {
+        app.post(
+            "/v1/tenants",
+            PLATFORM_KEY,
+            json!({ "name": format!("t{i}") }),
+        )
+        .await;
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/tenants?limit=3&cursor={c}"),
+            None => "/v1/tenants?limit=3".to_string(),
+        };
+        let (s, page) = app.get(&path, PLATFORM_KEY).await;
+        assert_eq!(s, 200);
+        let items = page["data"].as_array().unwrap();
+        assert!(items.len() <= 3);
+        seen.extend(items.iter().map(|t| t["id"].as_str().unwrap().to_string()));
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!((seen.len(), unique.len()), (7, 7));
+    app.stop().await;
+}
+
+async fn store_outage_answers_503_and_livez_stays_up(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.db.store.close().await;
+    let resp = app
+        .req(Method::GET, "/v1/jobs", PLATFORM_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        app.client
+            .get(format!("{}/livez", app.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.client
+            .get(format!("{}/readyz", app.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    tokio::time::timeout(Duration::from_secs(10), app.stop())
+        .await
+        .expect("stops despite the outage");
+}
+
+async fn openapi_document_matches_the_server(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (s, doc) = app.get("/v1/openapi.json", PLATFORM_KEY).await;
+    assert_eq!(s, 200);
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    let paths = doc["paths"].as_object().unwrap();
+    for expected in [
+        "/v1/tenants",
+        "/v1/keys",
+        "/v1/keys/{id}",
+        "/v1/jobs",
+        "/v1/jobs/{id}",
+        "/v1/jobs/{id}/retry",
+        "/v1/jobs/{id}/cancel",
+        "/v1/dead-letters",
+        "/v1/dead-letters/replay",
+        "/v1/dead-letters/{id}/review",
+        "/v1/audit",
+        "/livez",
+        "/readyz",
+        "/metrics",
+    ] {
+        assert!(
+            paths.contains_key(expected),
+            "{expected} missing from the document"
+        );
+    }
+    // Every documented operation is served: without a key it is refused (401), never unrouted.
+    for (path, ops) in paths {
+        for method in ops.as_object().unwrap().keys() {
+            let concrete = path
+                .replace("{id}", "1")
+                .replace("{key}", "k")
+                .replace("{connection_id}", "con_x")
+                .replace("{resource}", "orders")
+                .replace("{external_id}", "x");
+            let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let resp = app
+                .client
+                .request(m.clone(), format!("{}{concrete}", app.url))
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let body = resp.text().await.unwrap_or_default();
+            assert!(
+                status != 405 && !body.contains("no such route"),
+                "{method} {path} is documented but not served ({status})"
+            );
+        }
+    }
+    app.stop().await;
+}

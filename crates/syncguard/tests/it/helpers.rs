@@ -52,7 +52,10 @@ pub struct TestApp {
 
 /// A test configuration: quick polling so tests do not wait on idle workers.
 pub fn test_config(db: &TestDb) -> Config {
-    let mut c = Config { database_url: db.url.clone(), ..Config::default() };
+    let mut c = Config {
+        database_url: db.url.clone(),
+        ..Config::default()
+    };
     c.queue.poll_interval_ms = 50;
     c.queue.rescue_interval_ms = 200;
     c.queue.shutdown_grace_ms = 2_000;
@@ -60,7 +63,10 @@ pub fn test_config(db: &TestDb) -> Config {
 }
 
 pub fn test_sealer() -> syncguard_core::seal::Sealer {
-    syncguard_core::seal::Sealer::new(syncguard_core::seal::MasterKey::from_bytes(&[7u8; 32]).unwrap(), vec![])
+    syncguard_core::seal::Sealer::new(
+        syncguard_core::seal::MasterKey::from_bytes(&[7u8; 32]).unwrap(),
+        vec![],
+    )
 }
 
 impl TestApp {
@@ -68,22 +74,41 @@ impl TestApp {
         TestApp::spawn_with(backend, |_| {}, Arc::new(SystemClock), Handlers::builtin()).await
     }
 
-    pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config), clock: SharedClock, handlers: Handlers) -> TestApp {
+    pub async fn spawn_with(
+        backend: Backend,
+        tweak: impl FnOnce(&mut Config),
+        clock: SharedClock,
+        handlers: Handlers,
+    ) -> TestApp {
         let db = testkit::fresh(backend).await;
         let mut config = test_config(&db);
         tweak(&mut config);
-        db.store.upsert_bootstrap_key(PLATFORM_KEY, clock.now_ms()).await.unwrap();
+        db.store
+            .upsert_bootstrap_key(PLATFORM_KEY, clock.now_ms())
+            .await
+            .unwrap();
         let app = App::new(config, db.store.clone(), clock, test_sealer()).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let cancel = CancellationToken::new();
         let stop = cancel.clone();
-        let task = tokio::spawn(app::run(app.clone(), listener, handlers, async move { stop.cancelled().await }));
-        TestApp { url, app, db, client: reqwest::Client::new(), cancel, task }
+        let task = tokio::spawn(app::run(app.clone(), listener, handlers, async move {
+            stop.cancelled().await
+        }));
+        TestApp {
+            url,
+            app,
+            db,
+            client: reqwest::Client::new(),
+            cancel,
+            task,
+        }
     }
 
     pub fn req(&self, method: Method, path: &str, key: &str) -> RequestBuilder {
-        self.client.request(method, format!("{}{path}", self.url)).bearer_auth(key)
+        self.client
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(key)
     }
 
     pub async fn get(&self, path: &str, key: &str) -> (u16, Value) {
@@ -100,7 +125,9 @@ impl TestApp {
 
     /// Creates a tenant and a key of `role` in it; returns (tenant id, key).
     pub async fn tenant_with_key(&self, name: &str, role: &str) -> (String, String) {
-        let (s, t) = self.post("/v1/tenants", PLATFORM_KEY, json!({ "name": name })).await;
+        let (s, t) = self
+            .post("/v1/tenants", PLATFORM_KEY, json!({ "name": name }))
+            .await;
         assert_eq!(s, 201, "{t}");
         let tenant = t["id"].as_str().unwrap().to_string();
         let key = self.key_for(&tenant, role, None).await;
@@ -108,7 +135,12 @@ impl TestApp {
     }
 
     /// A key of `role` in `tenant`, optionally limited to `connections`.
-    pub async fn key_for(&self, tenant: &str, role: &str, connections: Option<Vec<&str>>) -> String {
+    pub async fn key_for(
+        &self,
+        tenant: &str,
+        role: &str,
+        connections: Option<Vec<&str>>,
+    ) -> String {
         let mut body = json!({ "tenant_id": tenant, "role": role, "name": format!("{role} key") });
         if let Some(c) = connections {
             body["connections"] = json!(c);
@@ -148,4 +180,68 @@ where
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// A tiny external service that counts the side effects of jobs: `POST /touch {"job_id"}`.
+/// It can be told to answer the first `fail_first` touches with `fail_status`.
+#[derive(Clone, Default)]
+pub struct Touches {
+    pub counts: Arc<std::sync::Mutex<std::collections::HashMap<i64, u32>>>,
+    pub fail_first: Arc<std::sync::atomic::AtomicU32>,
+    pub fail_status: Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl Touches {
+    /// Serves on 127.0.0.1:0; returns the state and the touch URL.
+    pub async fn serve() -> (Touches, String) {
+        use axum::routing::post;
+        let t = Touches::default();
+        let state = t.clone();
+        let app = axum::Router::new().route(
+            "/touch",
+            post(move |axum::Json(body): axum::Json<Value>| {
+                let state = state.clone();
+                async move {
+                    use std::sync::atomic::Ordering;
+                    if state.fail_first.load(Ordering::SeqCst) > 0 {
+                        state.fail_first.fetch_sub(1, Ordering::SeqCst);
+                        let code = state.fail_status.load(Ordering::SeqCst) as u16;
+                        return axum::http::StatusCode::from_u16(code).unwrap();
+                    }
+                    let id = body["job_id"].as_i64().unwrap_or(-1);
+                    *state.counts.lock().unwrap().entry(id).or_default() += 1;
+                    axum::http::StatusCode::OK
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/touch", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (t, url)
+    }
+
+    pub fn count(&self, job: i64) -> u32 {
+        self.counts.lock().unwrap().get(&job).copied().unwrap_or(0)
+    }
+
+    pub fn snapshot(&self) -> std::collections::HashMap<i64, u32> {
+        self.counts.lock().unwrap().clone()
+    }
+}
+
+/// Waits until job `id` is in `state`; returns it.
+pub async fn job_in_state(
+    store: &syncguard_store::Store,
+    id: i64,
+    state: syncguard_store::queue::JobState,
+    timeout: Duration,
+) -> syncguard_store::queue::Job {
+    eventually(timeout, &format!("job {id} to be {state}"), || async {
+        store
+            .get_job(&syncguard_store::Scope::All, None, id)
+            .await
+            .unwrap()
+            .filter(|j| j.state == state)
+    })
+    .await
 }
