@@ -111,7 +111,7 @@ impl Default for QueueConfig {
             workers: 32,
             lease_ms: 30_000,
             poll_interval_ms: 1_000,
-            fetch_batch: 64,
+            fetch_batch: 256,
             retry_base_ms: 2_000,
             retry_cap_ms: 300_000,
             max_attempts: 6,

@@ -376,43 +376,48 @@ impl Store {
         on_writer!(self, p => {
             let mut tx = p.begin().await?;
             if !succeeded.is_empty() {
-                let sql = format!(
-                    "UPDATE jobs SET state = 'succeeded', finished_at = $1, updated_at = $1, locked_by = NULL, lease_until = NULL,
-                                     error_class = NULL, last_error = NULL
-                     WHERE locked_by = $2 AND state = 'running' AND id IN (SELECT value FROM json_each($3))
-                     RETURNING {JOB_COLUMNS}, pending_payload, debounce_ms"
-                );
+                // Only the ids come back: the full row is read just for the rare job that got
+                // a debounced payload while it ran.
+                let sql = "UPDATE jobs SET state = 'succeeded', finished_at = $1, updated_at = $1, locked_by = NULL, lease_until = NULL,
+                                           error_class = NULL, last_error = NULL
+                           WHERE locked_by = $2 AND state = 'running' AND id IN (SELECT value FROM json_each($3))
+                           RETURNING id, pending_payload IS NOT NULL AS has_pending";
                 let sql = match self.backend() {
-                    crate::Backend::Sqlite => sql,
+                    crate::Backend::Sqlite => sql.to_string(),
                     crate::Backend::Postgres => sql.replace("SELECT value FROM json_each($3)", "SELECT CAST(json_array_elements_text(CAST($3 AS json)) AS BIGINT)"),
                 };
-                let rows = sqlx::query(&sql)
+                let rows: Vec<(i64, bool)> = sqlx::query_as(&sql)
                     .bind(now)
                     .bind(worker)
                     .bind(serde_json::to_string(&succeeded).expect("ids serialize"))
                     .fetch_all(&mut *tx)
                     .await?;
                 let mut done = std::collections::HashSet::new();
-                for row in &rows {
-                    let job = Job::from_row(row)?;
-                    done.insert(job.id);
-                    // A debounced enqueue arrived while this run was under way: run once more.
-                    if let Some(pending) = row.opt_string("pending_payload")? {
-                        let follow = NewJob {
-                            tenant_id: job.tenant_id,
-                            connection_id: job.connection_id,
-                            kind: job.kind,
-                            payload: serde_json::from_str(&pending).unwrap_or_default(),
-                            priority: job.priority,
-                            max_attempts: job.max_attempts,
-                            run_at: None,
-                            unique_key: job.unique_key,
-                            debounce_ms: row.opt_i64("debounce_ms")?,
-                            correlation_id: job.correlation_id,
-                            replayed_from: None,
-                        };
-                        enqueue_on!(tx, &follow, now)?;
+                for (id, has_pending) in rows {
+                    done.insert(id);
+                    if !has_pending {
+                        continue;
                     }
+                    // A debounced enqueue arrived while this run was under way: run once more.
+                    let row = sqlx::query(&format!("SELECT {JOB_COLUMNS}, pending_payload, debounce_ms FROM jobs WHERE id = $1"))
+                        .bind(id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    let job = Job::from_row(&row)?;
+                    let follow = NewJob {
+                        tenant_id: job.tenant_id,
+                        connection_id: job.connection_id,
+                        kind: job.kind,
+                        payload: serde_json::from_str(&row.opt_string("pending_payload")?.unwrap_or_default()).unwrap_or_default(),
+                        priority: job.priority,
+                        max_attempts: job.max_attempts,
+                        run_at: None,
+                        unique_key: job.unique_key,
+                        debounce_ms: row.opt_i64("debounce_ms")?,
+                        correlation_id: job.correlation_id,
+                        replayed_from: None,
+                    };
+                    enqueue_on!(tx, &follow, now)?;
                 }
                 lost.extend(succeeded.iter().filter(|id| !done.contains(id)));
             }

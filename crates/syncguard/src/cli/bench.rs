@@ -7,9 +7,10 @@ use crate::config::Config;
 use crate::engine::handler::{Handlers, JobContext, JobError};
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use syncguard_store::queue::{JobState, NewJob};
+use syncguard_store::queue::NewJob;
 use syncguard_store::testkit::{self, TestDb};
 use syncguard_store::Backend;
 use tokio_util::sync::CancellationToken;
@@ -67,13 +68,6 @@ pub fn ephemeral_sealer() -> syncguard_core::seal::Sealer {
 
 const PICKUP: &str = "bench.pickup";
 
-fn micros_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -127,16 +121,17 @@ async fn queue(args: QueueArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
 
     // 2. Drain with the worker pool.
-    let samples = Arc::new(Mutex::new(Vec::<f64>::with_capacity(args.pickup_samples)));
+    // Pickup latency is measured from the moment the enqueue committed to the moment a worker
+    // started the job, matched by job id (a worker may even start before enqueue returns).
+    let started_at = Arc::new(Mutex::new(HashMap::<i64, Instant>::new()));
     let mut handlers = Handlers::builtin();
-    let sink = samples.clone();
+    let sink = started_at.clone();
     handlers.register(PICKUP, move |ctx: JobContext| {
         let sink = sink.clone();
         async move {
-            let enqueued = ctx.job.payload["enqueued_us"].as_i64().unwrap_or(0);
             sink.lock()
-                .expect("samples lock")
-                .push((micros_now() - enqueued) as f64 / 1000.0);
+                .expect("pickup lock")
+                .insert(ctx.job.id, Instant::now());
             Ok::<(), JobError>(())
         }
     });
@@ -149,17 +144,14 @@ async fn queue(args: QueueArgs) -> anyhow::Result<()> {
     bar.set_message("drain");
     let started = Instant::now();
     let engine = crate::engine::start(app.clone(), handlers, cancel.clone());
+    let succeeded = app
+        .metrics
+        .jobs_total
+        .with_label_values(&["noop", "succeeded"]);
     let completed = loop {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let done = db
-            .store
-            .job_counts()
-            .await?
-            .into_iter()
-            .find(|(s, _)| *s == JobState::Succeeded)
-            .map(|(_, n)| n)
-            .unwrap_or(0);
-        bar.set_position(done as u64);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let done = succeeded.get();
+        bar.set_position(done);
         if done as usize >= args.jobs || started.elapsed() > Duration::from_secs(600) {
             break done;
         }
@@ -168,21 +160,31 @@ async fn queue(args: QueueArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
 
     // 3. Pickup latency: jobs enqueued one at a time into an idle pool.
+    let mut committed = HashMap::with_capacity(args.pickup_samples);
     for _ in 0..args.pickup_samples {
-        let job = NewJob::new(PICKUP, serde_json::json!({ "enqueued_us": micros_now() }));
-        db.store.enqueue(&job, clock.now_ms()).await?;
+        let job = NewJob::new(PICKUP, serde_json::json!({}));
+        let id = db.store.enqueue(&job, clock.now_ms()).await?.id;
+        committed.insert(id, Instant::now());
         app.job_notify.notify_one();
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let wait_until = Instant::now() + Duration::from_secs(30);
-    while samples.lock().expect("samples lock").len() < args.pickup_samples
+    while started_at.lock().expect("pickup lock").len() < args.pickup_samples
         && Instant::now() < wait_until
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     cancel.cancel();
     engine.join().await;
-    let mut lat = samples.lock().expect("samples lock").clone();
+    let started_map = started_at.lock().expect("pickup lock").clone();
+    let mut lat: Vec<f64> = committed
+        .iter()
+        .filter_map(|(id, c)| {
+            started_map
+                .get(id)
+                .map(|s| s.saturating_duration_since(*c).as_secs_f64() * 1000.0)
+        })
+        .collect();
     lat.sort_by(|a, b| a.partial_cmp(b).expect("latencies are finite"));
 
     let out = serde_json::json!({

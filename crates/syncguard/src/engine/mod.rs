@@ -22,6 +22,7 @@ pub use scheduler::{Schedule, SCHEDULES};
 
 use crate::app::App;
 use handler::{Handlers, JobContext, JobError};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use syncguard_store::queue::{Completion, Job, Outcome};
@@ -79,52 +80,63 @@ async fn fetch_loop(
     let kinds = handlers.kinds();
     let mut running = JoinSet::new();
     let mut backoff = Duration::from_millis(100);
+    // Claimed jobs waiting for a free worker. Claiming a batch ahead (leased, so no other node
+    // takes them) keeps every worker busy while the next claim is in flight, and makes one claim
+    // commit serve many jobs. The heartbeat renews these leases too.
+    let mut ready: VecDeque<Job> = VecDeque::new();
+    let target = q.fetch_batch.max(q.workers);
+    // The last claim found fewer jobs than asked: do not ask again until woken or drained.
+    let mut drained = false;
     while !cancel.is_cancelled() {
-        // Wait for a free slot before claiming, so claimed jobs never wait for a worker.
-        let first = tokio::select! {
-            permit = slots.clone().acquire_owned() => permit.expect("semaphore never closes"),
-            _ = cancel.cancelled() => break,
-        };
-        let want = (slots.available_permits() + 1).min(q.fetch_batch) as i64;
-        let now = app.clock.now_ms();
-        let jobs = match app
-            .store
-            .claim_jobs(&app.worker_id, want, now, q.lease_ms, Some(&kinds))
-            .await
-        {
-            Ok(jobs) => {
-                backoff = Duration::from_millis(100);
-                jobs
+        if ready.len() < q.workers && !drained {
+            let want = (target - ready.len()) as i64;
+            let now = app.clock.now_ms();
+            match app
+                .store
+                .claim_jobs(&app.worker_id, want, now, q.lease_ms, Some(&kinds))
+                .await
+            {
+                Ok(jobs) => {
+                    backoff = Duration::from_millis(100);
+                    drained = (jobs.len() as i64) < want;
+                    ready.extend(jobs);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "claiming jobs failed; backing off");
+                    app.metrics
+                        .background_errors_total
+                        .with_label_values(&["fetch"])
+                        .inc();
+                    if ready.is_empty() {
+                        tokio::select! { _ = tokio::time::sleep(backoff) => {}, _ = cancel.cancelled() => break }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "claiming jobs failed; backing off");
-                app.metrics
-                    .background_errors_total
-                    .with_label_values(&["fetch"])
-                    .inc();
-                drop(first);
-                tokio::select! { _ = tokio::time::sleep(backoff) => {}, _ = cancel.cancelled() => break }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        if jobs.is_empty() {
-            drop(first);
+        }
+        if ready.is_empty() {
             tokio::select! {
                 _ = app.job_notify.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(q.poll_interval_ms)) => {}
                 _ = cancel.cancelled() => break,
             }
+            drained = false;
             continue;
         }
-        let mut first = Some(first);
-        for job in jobs {
-            let permit = match first.take() {
-                Some(p) => p,
-                None => slots
-                    .clone()
-                    .try_acquire_owned()
-                    .expect("claimed no more jobs than free slots"),
+        // Start as many ready jobs as there are free workers, waiting for at least one.
+        let first = tokio::select! {
+            permit = slots.clone().acquire_owned() => permit.expect("semaphore never closes"),
+            _ = cancel.cancelled() => break,
+        };
+        let mut permit = Some(first);
+        while let Some(p) = permit
+            .take()
+            .or_else(|| slots.clone().try_acquire_owned().ok())
+        {
+            let Some(job) = ready.pop_front() else {
+                drop(p);
+                break;
             };
             let handler = handlers.get(&job.kind);
             let app = app.clone();
@@ -133,12 +145,19 @@ async fn fetch_loop(
                 let kind = job.kind.clone();
                 let completion = run_one(&app, handler, job).await;
                 let _ = done.send(Done { completion, kind });
-                drop(permit);
+                drop(p);
             });
         }
         // Reap finished tasks so the set does not grow without bound.
         while running.try_join_next().is_some() {}
+        if ready.is_empty() {
+            // Whatever remains queued is found by the next claim.
+            drained = false;
+        }
     }
+    // Jobs claimed but never started stay leased to this node until the completer hands
+    // them back below (release_jobs covers every job still leased to this worker).
+    drop(ready);
     let grace = Duration::from_millis(q.shutdown_grace_ms);
     let all_done = async { while running.join_next().await.is_some() {} };
     if tokio::time::timeout(grace, all_done).await.is_err() {
