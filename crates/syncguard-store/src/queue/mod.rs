@@ -329,10 +329,19 @@ impl Store {
                 "AND kind IN (SELECT json_array_elements_text(CAST($5 AS json)))".to_string()
             }
         };
+        // PostgreSQL: `= ANY(ARRAY(…))` makes the planner look the picked ids up by primary key
+        // instead of hash-joining the whole table; SQLite plans `IN (…)` well already.
+        let pick = format!(
+            "SELECT id FROM jobs WHERE state IN ('available', 'retryable') AND run_at <= $3 {kind_filter}
+             ORDER BY priority, run_at, id LIMIT $4 {lock}"
+        );
+        let target = match self.backend() {
+            crate::Backend::Sqlite => format!("id IN ({pick})"),
+            crate::Backend::Postgres => format!("id = ANY(ARRAY({pick}))"),
+        };
         let sql = format!(
             "UPDATE jobs SET state = 'running', attempts = attempts + 1, locked_by = $1, lease_until = $2, started_at = $3, updated_at = $3
-             WHERE id IN (SELECT id FROM jobs WHERE state IN ('available', 'retryable') AND run_at <= $3 {kind_filter}
-                          ORDER BY priority, run_at, id LIMIT $4 {lock})
+             WHERE {target}
              RETURNING {JOB_COLUMNS}"
         );
         on_writer!(self, p => {
@@ -382,14 +391,19 @@ impl Store {
                                            error_class = NULL, last_error = NULL
                            WHERE locked_by = $2 AND state = 'running' AND id IN (SELECT value FROM json_each($3))
                            RETURNING id, pending_payload IS NOT NULL AS has_pending";
-                let sql = match self.backend() {
-                    crate::Backend::Sqlite => sql.to_string(),
-                    crate::Backend::Postgres => sql.replace("SELECT value FROM json_each($3)", "SELECT CAST(json_array_elements_text(CAST($3 AS json)) AS BIGINT)"),
+                // The id list travels as one text parameter: a JSON array for SQLite, an array
+                // literal for PostgreSQL (where `= ANY` keeps the lookup on the primary key).
+                let (sql, ids) = match self.backend() {
+                    crate::Backend::Sqlite => (sql.to_string(), serde_json::to_string(&succeeded).expect("ids serialize")),
+                    crate::Backend::Postgres => (
+                        sql.replace("id IN (SELECT value FROM json_each($3))", "id = ANY(CAST($3 AS BIGINT[]))"),
+                        format!("{{{}}}", succeeded.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")),
+                    ),
                 };
                 let rows: Vec<(i64, bool)> = sqlx::query_as(&sql)
                     .bind(now)
                     .bind(worker)
-                    .bind(serde_json::to_string(&succeeded).expect("ids serialize"))
+                    .bind(ids)
                     .fetch_all(&mut *tx)
                     .await?;
                 let mut done = std::collections::HashSet::new();
