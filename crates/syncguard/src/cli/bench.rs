@@ -42,6 +42,9 @@ pub struct QueueArgs {
     /// Worker pool size (default: the configured default).
     #[arg(long)]
     pub workers: Option<usize>,
+    /// Jobs claimed ahead per fetch (default: the configured default).
+    #[arg(long)]
+    pub fetch_batch: Option<usize>,
     /// Jobs enqueued one at a time to measure pickup latency.
     #[arg(long, default_value_t = 500)]
     pub pickup_samples: usize,
@@ -88,6 +91,9 @@ async fn queue(args: QueueArgs) -> anyhow::Result<()> {
     };
     if let Some(w) = args.workers {
         config.queue.workers = w;
+    }
+    if let Some(b) = args.fetch_batch {
+        config.queue.fetch_batch = b;
     }
     let workers = config.queue.workers;
     eprintln!(
