@@ -6,6 +6,7 @@ use crate::config::{Config, NodeRole};
 use crate::engine::{self, handler::Handlers};
 use crate::metrics::Metrics;
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use std::future::Future;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -20,7 +21,11 @@ use tokio_util::sync::CancellationToken;
 pub struct App(Arc<AppInner>);
 
 pub struct AppInner {
+    /// The configuration the node started with. Parts that cannot change without a restart
+    /// (store, listener, pool sizes) are read here.
     pub config: Arc<Config>,
+    /// The current configuration: thresholds and intervals reload on SIGHUP (see [`App::reload`]).
+    live: ArcSwap<Config>,
     pub store: Store,
     pub metrics: Metrics,
     pub clock: SharedClock,
@@ -48,13 +53,20 @@ impl Deref for App {
 impl App {
     /// Builds the node's state; fails when a part of the configuration (e.g. a provider
     /// definition) cannot be used.
-    pub fn new(config: Config, store: Store, clock: SharedClock, sealer: Sealer) -> anyhow::Result<App> {
+    pub fn new(
+        config: Config,
+        store: Store,
+        clock: SharedClock,
+        sealer: Sealer,
+    ) -> anyhow::Result<App> {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "node".into());
         let metrics = Metrics::new();
         let webhooks = crate::webhook::WebhookState::new(&config, metrics.registry())?;
         let providers = crate::provider::ProviderState::new(&config, metrics.registry())?;
+        let config = Arc::new(config);
         Ok(App(Arc::new(AppInner {
-            config: Arc::new(config),
+            live: ArcSwap::new(config.clone()),
+            config,
             store,
             metrics,
             clock,
@@ -72,6 +84,38 @@ impl App {
             webhooks,
             providers,
         })))
+    }
+}
+
+impl App {
+    /// The current configuration (thresholds and intervals as last reloaded).
+    pub fn settings(&self) -> Arc<Config> {
+        self.live.load_full()
+    }
+
+    /// Adopts `next` for what can change at run time; returns the keys that changed but need
+    /// a restart to take effect (they keep their running values).
+    pub fn reload(&self, next: Config) -> Vec<&'static str> {
+        let current = &self.config;
+        let mut restart = Vec::new();
+        let checks: [(&'static str, bool); 6] = [
+            ("database_url", next.database_url != current.database_url),
+            ("listen", next.listen != current.listen),
+            ("role", next.role != current.role),
+            ("queue.workers", next.queue.workers != current.queue.workers),
+            (
+                "queue.lease_ms",
+                next.queue.lease_ms != current.queue.lease_ms,
+            ),
+            ("api", next.api != current.api),
+        ];
+        for (key, changed) in checks {
+            if changed {
+                restart.push(key);
+            }
+        }
+        self.live.store(Arc::new(next));
+        restart
     }
 }
 

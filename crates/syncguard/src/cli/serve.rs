@@ -43,15 +43,13 @@ pub async fn serve(
     log_format: Option<LogFormat>,
     args: ServeArgs,
 ) -> anyhow::Result<()> {
-    let loaded = load(
-        config,
-        log_format,
-        Overrides {
-            database_url: args.store.database_url,
-            listen: args.listen,
-            role: args.role,
-        },
-    )?;
+    let overrides = Overrides {
+        database_url: args.store.database_url,
+        listen: args.listen,
+        role: args.role,
+    };
+    let loaded = load(config, log_format, overrides.clone())?;
+    let config_path = config.map(Path::to_path_buf);
     let config = loaded.config;
     let (sealer, key_source) = crate::secrets::load_sealer(&config)?;
     let store = app::open_store(&config).await?;
@@ -94,6 +92,7 @@ pub async fn serve(
     }
     tracing::info!(addr = %addr, store = store.backend().as_str(), config = %config_source, "syncguard started");
     let app = App::new(config, store, clock, sealer)?;
+    tokio::spawn(reload_on_sighup(app.clone(), config_path, overrides));
     app::run(app, listener, Handlers::builtin(), app::shutdown_signal()).await?;
     tracing::info!("syncguard stopped");
     Ok(())
@@ -129,4 +128,36 @@ pub async fn migrate(
     }
     store.close().await;
     Ok(())
+}
+
+/// Re-reads the configuration (file and environment) on SIGHUP. A valid one is adopted for
+/// thresholds and intervals; keys that need a restart are named in the log; an invalid one is
+/// refused with its key and the running configuration stays.
+async fn reload_on_sighup(app: App, path: Option<std::path::PathBuf>, overrides: Overrides) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match Config::load(path.as_deref(), &overrides) {
+                Ok(loaded) => {
+                    let restart = app.reload(loaded.config);
+                    if restart.is_empty() {
+                        tracing::info!("configuration reloaded");
+                    } else {
+                        tracing::warn!(keys = ?restart, "configuration reloaded; these keys take effect only after a restart");
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "configuration reload refused; keeping the running configuration")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (app, path, overrides);
+    }
 }

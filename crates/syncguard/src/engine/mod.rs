@@ -118,7 +118,7 @@ async fn fetch_loop(
         if ready.is_empty() {
             tokio::select! {
                 _ = app.job_notify.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(q.poll_interval_ms)) => {}
+                _ = tokio::time::sleep(Duration::from_millis(app.settings().queue.poll_interval_ms)) => {}
                 _ = cancel.cancelled() => break,
             }
             drained = false;
@@ -173,8 +173,8 @@ async fn fetch_loop(
 async fn run_one(app: &App, handler: Option<Arc<dyn handler::JobHandler>>, job: Job) -> Completion {
     let id = job.id;
     let kind = job.kind.clone();
-    let timeout = app
-        .config
+    let settings = app.settings();
+    let timeout = settings
         .queue
         .kinds
         .get(&kind)
@@ -210,8 +210,8 @@ async fn run_one(app: &App, handler: Option<Arc<dyn handler::JobHandler>>, job: 
             let out = decide::after_failure(
                 &job,
                 &err,
-                &app.config.retry_policy(),
-                app.config.queue.permanent_max_attempts,
+                &settings.retry_policy(),
+                settings.queue.permanent_max_attempts,
                 now,
                 &mut rand::thread_rng(),
             );
@@ -325,8 +325,8 @@ async fn heartbeat_loop(app: App, stopped: CancellationToken) {
 
 /// Makes jobs of dead workers runnable again. Any node may do this; the update is atomic.
 async fn rescue_loop(app: App, cancel: CancellationToken) {
-    let every = Duration::from_millis(app.config.queue.rescue_interval_ms);
     loop {
+        let every = Duration::from_millis(app.settings().queue.rescue_interval_ms);
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = cancel.cancelled() => break,

@@ -84,7 +84,7 @@ async fn tick(app: &App) {
             serde_json::json!({ "schedule": s.name, "slot": slot }),
         );
         job.run_at = Some(run_at);
-        job.max_attempts = app.config.max_attempts(s.kind);
+        job.max_attempts = app.settings().max_attempts(s.kind);
         match app.store.schedule_periodic(s.name, slot, &job, now).await {
             Ok(Some(id)) => tracing::debug!(
                 schedule = s.name,
