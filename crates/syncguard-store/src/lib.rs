@@ -14,6 +14,8 @@
 //! - [`events`]: inbound webhook events.
 //! - [`provider_state`]: shared rate-limiter and circuit-breaker state.
 //! - [`idempotency`]: stored responses for the `Idempotency-Key` header.
+//! - [`checkpoints`]: per (connection, resource) sync cursors.
+//! - [`publish`]: desired state, snapshots and drift events.
 //! - [`records`]: the local mirror of provider objects and the change feed.
 //! - [`queue`]: the durable job queue (states, leases, retries, unique keys, dead letters).
 //! - [`page`]: opaque cursors for list endpoints.
@@ -23,6 +25,7 @@
 //! not a filter applied afterwards.
 
 pub mod audit;
+pub mod checkpoints;
 pub mod connections;
 pub mod events;
 pub mod idempotency;
@@ -30,6 +33,7 @@ pub mod leader;
 pub mod migrate;
 pub mod page;
 pub mod provider_state;
+pub mod publish;
 pub mod queue;
 pub mod records;
 mod row;

@@ -31,6 +31,8 @@ const MIGRATIONS: &[Migration] = &[
     migration!(3, "0003_webhooks"),
     migration!(4, "0004_providers"),
     migration!(5, "0005_records"),
+    migration!(6, "0006_sync"),
+    migration!(7, "0007_publish"),
 ];
 
 /// Arbitrary constant naming the migration lock among the database's advisory locks.

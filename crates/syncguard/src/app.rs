@@ -41,6 +41,12 @@ pub struct AppInner {
     pub webhooks: crate::webhook::WebhookState,
     /// Provider definitions, rate limiters and circuit breakers.
     pub providers: crate::provider::ProviderState,
+    /// The sync engine.
+    pub sync: crate::sync::SyncState,
+    /// The cached health snapshot.
+    pub health: crate::health::HealthState,
+    /// The publish path.
+    pub publish: crate::publish::PublishState,
 }
 
 impl Deref for App {
@@ -63,6 +69,9 @@ impl App {
         let metrics = Metrics::new();
         let webhooks = crate::webhook::WebhookState::new(&config, metrics.registry())?;
         let providers = crate::provider::ProviderState::new(&config, metrics.registry())?;
+        let sync = crate::sync::SyncState::new(&config, metrics.registry())?;
+        let health = crate::health::HealthState::new(&config, metrics.registry())?;
+        let publish = crate::publish::PublishState::new(&config, metrics.registry())?;
         let config = Arc::new(config);
         Ok(App(Arc::new(AppInner {
             live: ArcSwap::new(config.clone()),
@@ -83,6 +92,9 @@ impl App {
             sealer,
             webhooks,
             providers,
+            sync,
+            health,
+            publish,
         })))
     }
 }
@@ -184,6 +196,7 @@ pub async fn run(
             Some(engine::start(app.clone(), handlers, cancel.clone()))
         }
     };
+    crate::health::spawn(&app, cancel.clone());
     let router = crate::api::router(app.clone());
     let stop = cancel.clone();
     let server = axum::serve(

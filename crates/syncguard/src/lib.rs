@@ -9,6 +9,9 @@
 //! - [`secrets`]: the master key that seals credentials at rest.
 //! - [`webhook`]: the inbound webhook gateway.
 //! - [`provider`]: provider definitions, the outbound HTTP client, rate limiter and breaker.
+//! - [`sync`]: backfill and incremental sync with checkpoints.
+//! - [`health`]: the cached health snapshot and SLO status.
+//! - [`publish`]: desired state, publishing, snapshots, reconciliation and drift.
 //! - [`metrics`], [`logging`], [`clock`]: observability and time.
 //! - [`cli`]: the `syncguard` command line, including `bench`.
 //!
@@ -20,10 +23,13 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod engine;
+pub mod health;
 pub mod logging;
 pub mod metrics;
 pub mod provider;
+pub mod publish;
 pub mod secrets;
+pub mod sync;
 pub mod webhook;
 
 pub use app::App;

@@ -82,6 +82,9 @@ pub fn documented() -> (Router<App>, utoipa::openapi::OpenApi) {
         .routes(routes!(connections::get_connection))
         .merge(crate::webhook::routes())
         .merge(crate::provider::routes())
+        .merge(crate::sync::routes())
+        .merge(crate::health::routes())
+        .merge(crate::publish::routes())
         .split_for_parts()
 }
 

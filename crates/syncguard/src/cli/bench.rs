@@ -22,6 +22,8 @@ pub enum BenchCommand {
     /// Drive signed webhooks at a server over real HTTP: acks/s, latency at a fixed rate, and the
     /// same server's /livez rate.
     Ingest(super::bench_ingest::IngestArgs),
+    /// Records per second synced from the mock provider at its rate limit.
+    Sync(super::bench_sync::SyncBenchArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -57,6 +59,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Queue(args) => queue(args).await,
         BenchCommand::Ingest(args) => super::bench_ingest::run(args).await,
+        BenchCommand::Sync(args) => super::bench_sync::run(args).await,
     }
 }
 

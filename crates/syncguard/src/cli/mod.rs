@@ -4,9 +4,12 @@
 mod admin;
 mod bench;
 mod bench_ingest;
+mod bench_sync;
+mod demo;
 mod mock;
 mod secrets;
 mod serve;
+mod sync_cmd;
 
 use crate::config::LogFormat;
 use clap::{Parser, Subcommand};
@@ -33,6 +36,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the engine and the mock provider together on embedded SQLite, end to end.
+    Demo(demo::DemoArgs),
     /// Run the HTTP API and the workers.
     Serve(serve::ServeArgs),
     /// Apply pending database migrations and exit.
@@ -54,6 +59,10 @@ pub enum Command {
     Dlq(admin::DlqCommand),
     /// Run the mock provider (Trackstar- and eBay-shaped APIs, webhook emitter, faults).
     Mock(mock::MockArgs),
+    /// Start a sync of a connection now.
+    Sync(sync_cmd::SyncArgs),
+    /// Print the health of every connection.
+    Health(sync_cmd::HealthArgs),
     /// Sealed secrets: rotate the master key.
     #[command(subcommand)]
     Secrets(secrets::SecretsCommand),
@@ -72,6 +81,9 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
+            Command::Demo(args) => demo::run(args).await,
+            Command::Sync(args) => sync_cmd::sync(args).await,
+            Command::Health(args) => sync_cmd::health(args).await,
             Command::Serve(args) => serve::serve(cli.config.as_deref(), log_format, args).await,
             Command::Migrate(args) => serve::migrate(cli.config.as_deref(), log_format, args).await,
             Command::Bench(cmd) => bench::run(cmd).await,

@@ -81,6 +81,8 @@ impl Handlers {
         h.register(CLEANUP, cleanup);
         crate::webhook::register(&mut h);
         crate::provider::register(&mut h);
+        crate::sync::register(&mut h);
+        crate::publish::register(&mut h);
         h
     }
 }

@@ -18,7 +18,7 @@ pub mod decide;
 pub mod handler;
 mod scheduler;
 
-pub use scheduler::{Schedule, SCHEDULES};
+pub use scheduler::{all_schedules, Schedule, SCHEDULES};
 
 use crate::app::App;
 use handler::{Handlers, JobContext, JobError};

@@ -27,6 +27,14 @@ pub const SCHEDULES: &[Schedule] = &[Schedule {
     interval_ms: 3_600_000,
 }];
 
+/// The built-in schedules and those of every part of the engine.
+pub fn all_schedules() -> Vec<Schedule> {
+    let mut all = SCHEDULES.to_vec();
+    all.extend(crate::sync::schedules());
+    all.extend(crate::publish::schedules());
+    all
+}
+
 /// Arbitrary constant naming the scheduler-leader advisory lock.
 const LEADER_LOCK: i64 = 0x5359_4e43_5343_4844; // "SYNCSCHD"
 
@@ -77,7 +85,7 @@ pub async fn run(app: App, cancel: CancellationToken) {
 
 async fn tick(app: &App) {
     let now = app.clock.now_ms();
-    for s in SCHEDULES {
+    for s in all_schedules() {
         let (slot, run_at) = slot_for(s.interval_ms, now, rand::thread_rng().gen::<f64>());
         let mut job = NewJob::new(
             s.kind,

@@ -5,6 +5,9 @@ mod helpers;
 
 mod api;
 mod engine;
+mod health;
 mod process;
 mod provider;
+mod publish;
+mod sync;
 mod webhook;

@@ -1,0 +1,1 @@
+-- Sync checkpoints (filled in by the sync work).

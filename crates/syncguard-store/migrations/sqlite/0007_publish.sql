@@ -1,0 +1,1 @@
+-- Desired state, snapshots and drift (filled in by the publish work).

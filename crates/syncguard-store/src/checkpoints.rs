@@ -1,0 +1,1 @@
+//! Sync checkpoints. Being built.

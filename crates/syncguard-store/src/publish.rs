@@ -1,0 +1,1 @@
+//! Desired state, snapshots and drift events. Being built.

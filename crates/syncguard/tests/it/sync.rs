@@ -1,0 +1,1 @@
+//! Tests of the sync work live here.
