@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use syncguard::app::{self, App};
-use syncguard::clock::{Clock as _, SharedClock, SystemClock};
+use syncguard::clock::{SharedClock, SystemClock};
 use syncguard::config::Config;
 use syncguard::engine::handler::Handlers;
 use syncguard_store::testkit::{self, TestDb};
