@@ -27,6 +27,13 @@ pub fn hash_api_key(key: &str) -> String {
     sha256_hex(key.as_bytes())
 }
 
+/// The last four characters of a key: enough for a person to tell keys apart, never enough
+/// to use one.
+pub fn last4(key: &str) -> String {
+    let start = key.char_indices().rev().nth(3).map(|(i, _)| i).unwrap_or(0);
+    key[start..].to_string()
+}
+
 /// Lowercase hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -46,6 +53,12 @@ mod tests {
         assert_ne!(a, b);
         assert_ne!(hash_api_key(&a), hash_api_key(&b));
         assert_eq!(hash_api_key(&a).len(), 64);
+    }
+
+    #[test]
+    fn last4_is_the_tail() {
+        assert_eq!(last4("sg_live_abcd1234"), "1234");
+        assert_eq!(last4("ab"), "ab");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use crate::page::{decode_cursor, Page, PageRequest};
 use crate::row::{DbRow, FromDbRow, RowResult};
 use crate::{on_reader, on_writer, Millis, Result, Scope, Store, StoreError};
 use serde::Serialize;
-use syncguard_core::ids::{hash_api_key, new_id};
+use syncguard_core::ids::{hash_api_key, last4, new_id};
 use syncguard_core::role::Role;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -149,14 +149,7 @@ impl Store {
             tenant_id: new.tenant_id,
             role: new.role,
             name: new.name,
-            last4: clear_key
-                .chars()
-                .rev()
-                .take(4)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect(),
+            last4: last4(clear_key),
             connections: new.connections,
             created_at: now,
             revoked_at: None,
@@ -188,7 +181,7 @@ impl Store {
             sqlx::query("INSERT INTO api_keys (id, tenant_id, role, name, key_hash, key_last4, created_at) VALUES ('key_bootstrap', NULL, 'platform', 'bootstrap', $1, $2, $3)
                          ON CONFLICT (id) DO UPDATE SET key_hash = excluded.key_hash, key_last4 = excluded.key_last4, revoked_at = NULL")
                 .bind(hash_api_key(clear_key))
-                .bind(clear_key.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect::<String>())
+                .bind(last4(clear_key))
                 .bind(now)
                 .execute(p)
                 .await?;

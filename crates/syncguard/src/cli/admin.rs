@@ -288,6 +288,16 @@ pub async fn keys(cmd: KeysCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One job-shaped answer, printed as a job row.
+async fn job_call(remote: &Remote, method: reqwest::Method, path: &str) -> anyhow::Result<()> {
+    print(
+        remote,
+        &call(remote, method, path, &[], None).await?,
+        JOB_COLUMNS,
+    );
+    Ok(())
+}
+
 pub async fn jobs(cmd: JobsCommand) -> anyhow::Result<()> {
     match cmd {
         JobsCommand::List {
@@ -312,42 +322,25 @@ pub async fn jobs(cmd: JobsCommand) -> anyhow::Result<()> {
                 JOB_COLUMNS,
             );
         }
-        JobsCommand::Get { id, remote } => print(
-            &remote,
-            &call(
-                &remote,
-                reqwest::Method::GET,
-                &format!("/v1/jobs/{id}"),
-                &[],
-                None,
-            )
-            .await?,
-            JOB_COLUMNS,
-        ),
-        JobsCommand::Retry { id, remote } => print(
-            &remote,
-            &call(
+        JobsCommand::Get { id, remote } => {
+            job_call(&remote, reqwest::Method::GET, &format!("/v1/jobs/{id}")).await?
+        }
+        JobsCommand::Retry { id, remote } => {
+            job_call(
                 &remote,
                 reqwest::Method::POST,
                 &format!("/v1/jobs/{id}/retry"),
-                &[],
-                None,
             )
-            .await?,
-            JOB_COLUMNS,
-        ),
-        JobsCommand::Cancel { id, remote } => print(
-            &remote,
-            &call(
+            .await?
+        }
+        JobsCommand::Cancel { id, remote } => {
+            job_call(
                 &remote,
                 reqwest::Method::POST,
                 &format!("/v1/jobs/{id}/cancel"),
-                &[],
-                None,
             )
-            .await?,
-            JOB_COLUMNS,
-        ),
+            .await?
+        }
     }
     Ok(())
 }

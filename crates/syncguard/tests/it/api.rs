@@ -427,51 +427,24 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
         .await
         .unwrap();
     check(resp, 413, "limit").await;
-    check(
-        app.req(Method::GET, "/v1/jobs?limit=0", PLATFORM_KEY)
-            .send()
-            .await
-            .unwrap(),
-        422,
-        "limit",
-    )
-    .await;
-    check(
-        app.req(Method::GET, "/v1/jobs?cursor=%25%25", PLATFORM_KEY)
-            .send()
-            .await
-            .unwrap(),
-        400,
-        "cursor",
-    )
-    .await;
-    check(
-        app.req(Method::GET, "/v1/jobs?state=exploded", PLATFORM_KEY)
-            .send()
-            .await
-            .unwrap(),
-        422,
-        "state",
-    )
-    .await;
-    check(
-        app.req(Method::GET, "/v1/jobs/abc", PLATFORM_KEY)
-            .send()
-            .await
-            .unwrap(),
-        422,
-        "",
-    )
-    .await;
-    check(
-        app.req(Method::GET, "/v1/nothing-here", PLATFORM_KEY)
-            .send()
-            .await
-            .unwrap(),
-        404,
-        "route",
-    )
-    .await;
+    let bad_gets = [
+        ("/v1/jobs?limit=0", 422, "limit"),
+        ("/v1/jobs?cursor=%25%25", 400, "cursor"),
+        ("/v1/jobs?state=exploded", 422, "state"),
+        ("/v1/jobs/abc", 422, "path parameter"),
+        ("/v1/nothing-here", 404, "route"),
+    ];
+    for (path, status, needle) in bad_gets {
+        check(
+            app.req(Method::GET, path, PLATFORM_KEY)
+                .send()
+                .await
+                .unwrap(),
+            status,
+            needle,
+        )
+        .await;
+    }
     let (s, list) = app.get("/v1/tenants", PLATFORM_KEY).await;
     assert_eq!(
         (s, list["data"].as_array().unwrap().len()),
