@@ -221,6 +221,20 @@ pub struct Completion {
     pub outcome: Outcome,
 }
 
+/// Claims and completions need not wait for their commit to reach the disk on PostgreSQL: if
+/// the server loses a claim or a completion in a crash, the job simply runs again, which
+/// at-least-once execution allows anyway (a worker crash does the same). Enqueues keep the
+/// full guarantee: an acknowledged job is never lost. SQLite commits fully either way.
+macro_rules! relaxed_commit {
+    ($backend:expr, $tx:expr) => {
+        if $backend == crate::Backend::Postgres {
+            sqlx::query("SET LOCAL synchronous_commit = off")
+                .execute(&mut *$tx)
+                .await?;
+        }
+    };
+}
+
 pub(crate) const INSERT_JOB: &str = "INSERT INTO jobs (tenant_id, connection_id, kind, payload, state, priority, attempts, max_attempts, run_at, created_at, updated_at, unique_key, debounce_ms, correlation_id, replayed_from)
      VALUES ($1, $2, $3, $4, 'available', $5, 0, $6, $7, $8, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING RETURNING id";
 
@@ -344,12 +358,21 @@ impl Store {
              WHERE {target}
              RETURNING {JOB_COLUMNS}"
         );
+        let backend = self.backend();
         on_writer!(self, p => {
             let mut q = sqlx::query(&sql).bind(worker).bind(now + lease_ms).bind(now).bind(limit);
             if let Some(k) = &kinds_json {
                 q = q.bind(k.clone());
             }
-            let rows = q.fetch_all(p).await?;
+            let rows = if backend == crate::Backend::Postgres {
+                let mut tx = p.begin().await?;
+                relaxed_commit!(backend, tx);
+                let rows = q.fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                rows
+            } else {
+                q.fetch_all(p).await?
+            };
             let mut jobs = rows.iter().map(Job::from_row).collect::<RowResult<Vec<_>>>()?;
             jobs.sort_by_key(|j| (j.priority, j.run_at, j.id));
             Ok(jobs)
@@ -381,9 +404,11 @@ impl Store {
             .filter(|c| c.outcome == Outcome::Succeeded)
             .map(|c| c.id)
             .collect();
+        let backend = self.backend();
         let mut lost = Vec::new();
         on_writer!(self, p => {
             let mut tx = p.begin().await?;
+            relaxed_commit!(backend, tx);
             if !succeeded.is_empty() {
                 // Only the ids come back: the full row is read just for the rare job that got
                 // a debounced payload while it ran.
