@@ -1,7 +1,11 @@
 //! Store conformance suite: every test runs once on SQLite and once on PostgreSQL.
 
 mod access;
+mod checkpoints;
 mod connections;
+mod events;
+mod provider_state;
+mod publish;
 mod queue;
 mod records;
 

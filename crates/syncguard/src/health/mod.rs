@@ -1,22 +1,188 @@
-//! Health: the cached snapshot behind `/v1/health` (SPEC §3.7). Being built.
+//! Health (SPEC §3.7): a snapshot of every connection's health, refreshed every 5 s by one
+//! task ([`spawn`]) and served from memory by `GET /v1/health` and
+//! `GET /v1/connections/{id}/health`, each caller seeing its tenant's (or its connections')
+//! part of it.
+//!
+//! # Nothing on the request path touches the store
+//! The snapshot is in memory, and so are the API keys that asked for it: a key is
+//! authenticated against the store the first time this node sees it, then served from a cache
+//! the snapshotter re-validates on every refresh (a revoked key stops working within one
+//! refresh). A store outage therefore leaves health answering, from a snapshot whose
+//! `generated_at` shows its age.
+//!
+//! # Layout
+//! - [`status`]: the pure rules: SLO thresholds, burn-rate alerts, percentiles.
+//! - [`snapshot`]: reading the inputs and assembling a snapshot at a given time.
+//! - [`api`]: the two routes and the tenant-scoped views.
+
+pub mod api;
+pub mod snapshot;
+pub mod status;
 
 use crate::app::App;
 use crate::config::Config;
+use arc_swap::ArcSwapOption;
+use prometheus::{IntGaugeVec, Opts, Registry};
+use snapshot::Snapshot;
+use status::{BurnPolicy, Status, Thresholds};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use syncguard_core::Millis;
+use syncguard_store::checkpoints::health::event_id_floor;
+use syncguard_store::page::PageRequest;
+use syncguard_store::tenancy::ApiKey;
+use syncguard_store::{Scope, StoreError};
+use tokio_util::sync::CancellationToken;
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-/// The health snapshot and what refreshes it.
-pub struct HealthState {}
+/// How often the snapshot is rebuilt.
+pub const REFRESH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How far back the first webhook backlog scan looks; later scans start at the oldest event
+/// still waiting (or a minute back), so they stay short.
+const BACKLOG_LOOKBACK_MS: i64 = 7 * 86_400_000;
+
+/// The health snapshot and what keeps it.
+pub struct HealthState {
+    current: ArcSwapOption<Snapshot>,
+    /// API keys that asked for health, by key hash (see the module docs).
+    keys: RwLock<HashMap<String, ApiKey>>,
+    /// Where the next webhook backlog scan starts (an event id).
+    backlog_from: Mutex<Option<String>>,
+    /// Each connection's status in the last snapshot, to log changes.
+    last_status: Mutex<HashMap<String, Status>>,
+    pub thresholds: Thresholds,
+    pub burn_policy: BurnPolicy,
+    /// Connections per health status.
+    gauge: IntGaugeVec,
+}
 
 impl HealthState {
-    pub fn new(_config: &Config, _registry: &prometheus::Registry) -> anyhow::Result<HealthState> {
-        Ok(HealthState {})
+    pub fn new(_config: &Config, registry: &Registry) -> anyhow::Result<HealthState> {
+        let gauge = IntGaugeVec::new(
+            Opts::new("syncguard_health_connections", "Connections per health status, as of the last snapshot."),
+            &["status"],
+        )?;
+        registry.register(Box::new(gauge.clone()))?;
+        Ok(HealthState {
+            current: ArcSwapOption::empty(),
+            keys: RwLock::new(HashMap::new()),
+            backlog_from: Mutex::new(None),
+            last_status: Mutex::new(HashMap::new()),
+            thresholds: Thresholds::default(),
+            burn_policy: BurnPolicy::default(),
+            gauge,
+        })
+    }
+
+    /// The last snapshot, if one was built.
+    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        self.current.load_full()
+    }
+
+    pub(crate) fn cached_key(&self, key_hash: &str) -> Option<ApiKey> {
+        self.keys.read().expect("health key cache").get(key_hash).cloned()
+    }
+
+    pub(crate) fn cache_key(&self, key_hash: String, key: ApiKey) {
+        self.keys.write().expect("health key cache").insert(key_hash, key);
     }
 }
 
 /// Routes of health, merged into the main router.
 pub fn routes() -> OpenApiRouter<App> {
     OpenApiRouter::new()
+        .routes(routes!(api::health))
+        .routes(routes!(api::connection_health))
 }
 
-/// Background tasks of health (the snapshotter), started with the server; stops on `cancel`.
-pub fn spawn(_app: &App, _cancel: tokio_util::sync::CancellationToken) {}
+/// Starts the snapshotter; it stops on `cancel`.
+pub fn spawn(app: &App, cancel: CancellationToken) {
+    let app = app.clone();
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = refresh(&app).await {
+                tracing::warn!(error = %e, "health snapshot not refreshed; serving the previous one");
+                app.metrics.background_errors_total.with_label_values(&["health"]).inc();
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(REFRESH_INTERVAL) => {}
+                _ = cancel.cancelled() => break,
+            }
+        }
+    });
+}
+
+/// Rebuilds the snapshot now, at the app's clock, and re-validates cached keys.
+pub async fn refresh(app: &App) -> Result<(), StoreError> {
+    let health = &app.health;
+    let now = app.clock.now_ms();
+    let from = health
+        .backlog_from
+        .lock()
+        .expect("backlog floor")
+        .clone()
+        .unwrap_or_else(|| event_id_floor(now - BACKLOG_LOOKBACK_MS));
+    let inputs = snapshot::gather(app, now, &from, &health.burn_policy).await?;
+    let oldest_waiting = inputs.backlog.values().map(|b| b.oldest_event_id.clone()).min();
+    let next_from = match oldest_waiting {
+        Some(id) => id.min(event_id_floor(now - 60_000)),
+        None => event_id_floor(now - 60_000),
+    };
+    *health.backlog_from.lock().expect("backlog floor") = Some(next_from);
+    let snap = snapshot::assemble(app, &inputs, now, &health.thresholds, &health.burn_policy);
+    record(health, &snap);
+    health.current.store(Some(Arc::new(snap)));
+    revalidate_keys(app).await
+}
+
+/// Updates the gauge and logs connections whose status changed.
+fn record(health: &HealthState, snap: &Snapshot) {
+    let mut counts: HashMap<Status, i64> = HashMap::new();
+    let mut last = health.last_status.lock().expect("health status map");
+    let mut now_status = HashMap::with_capacity(snap.connections.len());
+    for c in &snap.connections {
+        *counts.entry(c.status).or_default() += 1;
+        if let Some(before) = last.get(&c.id).filter(|b| **b != c.status) {
+            tracing::info!(connection_id = %c.id, from = before.as_str(), to = c.status.as_str(), reasons = ?c.reasons, "connection health changed");
+        }
+        now_status.insert(c.id.clone(), c.status);
+    }
+    *last = now_status;
+    for s in [Status::Healthy, Status::Degraded, Status::Unhealthy] {
+        health.gauge.with_label_values(&[s.as_str()]).set(counts.get(&s).copied().unwrap_or(0));
+    }
+}
+
+/// Drops cached keys that were revoked, and refreshes the rest from the store.
+async fn revalidate_keys(app: &App) -> Result<(), StoreError> {
+    if app.health.keys.read().expect("health key cache").is_empty() {
+        return Ok(());
+    }
+    let mut live: HashMap<String, ApiKey> = HashMap::new();
+    let mut page = PageRequest { after: None, limit: 500 };
+    loop {
+        let batch = app.store.list_api_keys(&Scope::All, &page).await?;
+        live.extend(batch.items.into_iter().filter(|k| k.revoked_at.is_none()).map(|k| (k.id.clone(), k)));
+        match batch.next_cursor {
+            Some(next) => page.after = Some(next),
+            None => break,
+        }
+    }
+    let mut cache = app.health.keys.write().expect("health key cache");
+    cache.retain(|_, key| match live.get(&key.id) {
+        Some(fresh) => {
+            *key = fresh.clone();
+            true
+        }
+        None => false,
+    });
+    Ok(())
+}
+
+/// Seconds between `then` and `now`, for display.
+pub fn age_s(now: Millis, then: Millis) -> f64 {
+    (now - then).max(0) as f64 / 1000.0
+}

@@ -1,0 +1,139 @@
+//! `GET /v1/health` and `GET /v1/connections/{id}/health`: views of the in-memory snapshot,
+//! scoped like every other read (a tenant key sees its tenant, a connection-limited key its
+//! connections, a platform key everything). Neither touches the store once the caller's key
+//! is cached (see the module docs of `health`).
+
+use super::snapshot::{ConnectionHealth, QueueCounts, Snapshot};
+use super::status::Status;
+use crate::api::error::{ApiError, ApiResult};
+use crate::api::extract::{ApiPath, Caller};
+use crate::api::Problem;
+use crate::app::App;
+use crate::clock::rfc3339;
+use axum::extract::{FromRequestParts, State};
+use axum::http::header;
+use axum::http::request::Parts;
+use axum::Json;
+use serde::Serialize;
+use syncguard_core::ids::hash_api_key;
+use syncguard_store::Scope;
+use utoipa::ToSchema;
+
+/// The caller of a health route: from the health key cache when this node has seen the key
+/// before, else authenticated by the store (and cached).
+pub struct HealthCaller(pub Caller);
+
+impl FromRequestParts<App> for HealthCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<HealthCaller, ApiError> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .map(str::trim)
+            .filter(|t| !t.is_empty());
+        let hash = token.map(hash_api_key);
+        if let Some(key) = hash.as_deref().and_then(|h| app.health.cached_key(h)) {
+            return Ok(HealthCaller(Caller { key }));
+        }
+        // Unknown here (or malformed): the ordinary extractor decides, with its messages.
+        let caller = Caller::from_request_parts(parts, app).await?;
+        if let Some(h) = hash {
+            app.health.cache_key(h, caller.key.clone());
+        }
+        Ok(HealthCaller(caller))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Aggregate {
+    pub total: usize,
+    pub healthy: usize,
+    pub degraded: usize,
+    pub unhealthy: usize,
+    pub queue: QueueCounts,
+}
+
+/// The pinned shape of SPEC §3.7.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct HealthView {
+    /// When the snapshot was built (it is rebuilt every 5 s).
+    pub generated_at: String,
+    pub aggregate: Aggregate,
+    pub connections: Vec<ConnectionHealth>,
+}
+
+/// The part of `snap` that `scope` and `visible` may see.
+pub fn view(snap: &Snapshot, scope: &Scope, visible: Option<&[String]>) -> HealthView {
+    let sees = |tenant: Option<&str>, conn: Option<&str>| {
+        let tenant_ok = match scope.clone() {
+            Scope::All => true,
+            Scope::Tenant(t) => tenant == Some(t.as_str()),
+        };
+        let conn_ok = match visible {
+            None => true,
+            Some(list) => conn.is_some_and(|c| list.iter().any(|v| v == c)),
+        };
+        tenant_ok && conn_ok
+    };
+    let connections: Vec<ConnectionHealth> = snap
+        .connections
+        .iter()
+        .filter(|c| sees(Some(&c.tenant_id), Some(&c.id)))
+        .cloned()
+        .collect();
+    let queue = if *scope == Scope::All && visible.is_none() {
+        snap.queue
+    } else {
+        let mut q = QueueCounts::default();
+        for d in snap.depths.iter().filter(|d| sees(d.tenant_id.as_deref(), d.connection_id.as_deref())) {
+            q.add(d.state, d.count);
+        }
+        q
+    };
+    let count = |s| connections.iter().filter(|c| c.status == s).count();
+    HealthView {
+        generated_at: rfc3339(snap.generated_at),
+        aggregate: Aggregate {
+            total: connections.len(),
+            healthy: count(Status::Healthy),
+            degraded: count(Status::Degraded),
+            unhealthy: count(Status::Unhealthy),
+            queue,
+        },
+        connections,
+    }
+}
+
+fn current(app: &App) -> ApiResult<std::sync::Arc<Snapshot>> {
+    app.health
+        .snapshot()
+        .ok_or_else(|| ApiError::unavailable("the first health snapshot is being built; retry in a few seconds"))
+}
+
+#[utoipa::path(get, path = "/v1/health", tag = "health",
+    responses((status = 200, body = HealthView), (status = 401, body = Problem),
+        (status = 503, body = Problem, description = "no snapshot yet (just started)")))]
+pub async fn health(State(app): State<App>, HealthCaller(caller): HealthCaller) -> ApiResult<Json<HealthView>> {
+    let snap = current(&app)?;
+    Ok(Json(view(&snap, &caller.scope(), caller.visible())))
+}
+
+#[utoipa::path(get, path = "/v1/connections/{id}/health", tag = "health",
+    params(("id" = String, Path, description = "connection id")),
+    responses((status = 200, body = ConnectionHealth), (status = 404, body = Problem, description = "not visible, or not in the snapshot yet (rebuilt every 5 s)")))]
+pub async fn connection_health(
+    State(app): State<App>,
+    HealthCaller(caller): HealthCaller,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<ConnectionHealth>> {
+    let snap = current(&app)?;
+    let mine = view(&snap, &caller.scope(), caller.visible());
+    mine.connections
+        .into_iter()
+        .find(|c| c.id == id)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("connection {id} not found in the health snapshot")))
+}

@@ -1,0 +1,245 @@
+//! The rate limiter at run time (SPEC §3.3): one GCRA limiter per credential, whose math is
+//! `syncguard_core::limiter`. Where its state lives depends on the store:
+//!
+//! - **PostgreSQL**: in the shared `rate_limiters` row, so every node obeys one limit. Each
+//!   acquire is one short transaction on that row (see `syncguard_store::provider_state`),
+//!   evaluated against the database's clock.
+//! - **SQLite**: in this process. An embedded store means one node, and a write (an fsync) per
+//!   call would only slow it down.
+//!
+//! A call that must wait sleeps for its turn and asks again, until the call's wait budget
+//! (`rate_limit.max_wait_s`) would be exceeded; then it fails as `rate_limited`, and the queue
+//! reschedules the job for when the limiter said room will exist.
+//!
+//! Provider hints (`Retry-After`, `x-rate-limit-*`) are applied as they arrive. On PostgreSQL a
+//! hint that stops calls (a retry-after, nothing remaining) is written at once so other nodes
+//! stop too; a merely informative one (calls remaining) rides along with this node's next
+//! acquire instead of costing a transaction of its own.
+
+use super::error::ProviderError;
+use prometheus::{IntCounterVec, Opts, Registry};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use syncguard_core::limiter::{Hints, LimitConfig, LimiterState};
+use syncguard_core::Millis;
+use syncguard_store::{Backend, Store};
+
+/// One credential's limiter as a client uses it.
+#[derive(Debug, Clone)]
+pub(crate) struct LimiterHandle {
+    /// `{provider}:{credential fingerprint}`: never the credential itself.
+    pub key: String,
+    pub provider: String,
+    pub cfg: LimitConfig,
+    /// The wait budget of one call.
+    pub max_wait: Duration,
+}
+
+/// The last state this node saw of a limiter, for `near_depletion` without a store read.
+struct Seen {
+    state: LimiterState,
+    cfg: LimitConfig,
+    /// The clock the state was read against, and when (to age it).
+    now: Millis,
+    at: Instant,
+}
+
+/// Every limiter of the node.
+pub(crate) struct Limiters {
+    /// State of in-process limiters (SQLite).
+    local: Mutex<HashMap<String, LimiterState>>,
+    /// Informative hints waiting for this node's next acquire (PostgreSQL).
+    pending: Mutex<HashMap<String, Hints>>,
+    seen: Mutex<HashMap<String, Seen>>,
+    /// Which limiter each connection uses, for health by connection.
+    by_connection: Mutex<HashMap<String, String>>,
+    waits_total: IntCounterVec,
+}
+
+impl Limiters {
+    pub fn new(registry: &Registry) -> anyhow::Result<Limiters> {
+        let waits_total = IntCounterVec::new(
+            Opts::new("syncguard_rate_limit_waits_total", "Provider calls that waited for the rate limiter, by why; `exhausted` ran out of wait budget."),
+            &["provider", "reason"],
+        )?;
+        registry.register(Box::new(waits_total.clone()))?;
+        Ok(Limiters {
+            local: Mutex::default(),
+            pending: Mutex::default(),
+            seen: Mutex::default(),
+            by_connection: Mutex::default(),
+            waits_total,
+        })
+    }
+
+    /// Notes that `connection_id` calls through limiter `key`.
+    pub fn bind(&self, connection_id: &str, key: &str) {
+        self.by_connection
+            .lock()
+            .expect("limiter lock")
+            .insert(connection_id.into(), key.into());
+    }
+
+    /// Takes the room for one call, sleeping for its turn until `deadline`.
+    pub async fn acquire(
+        &self,
+        store: &Store,
+        h: &LimiterHandle,
+        deadline: Instant,
+    ) -> Result<(), ProviderError> {
+        let mut waited = false;
+        loop {
+            let (result, state, now) = self.try_acquire(store, h).await?;
+            self.remember(&h.key, state, h.cfg, now);
+            let Err(wait) = result else { return Ok(()) };
+            let sleep = Duration::from_millis(wait.retry_in_ms.max(1));
+            if Instant::now() + sleep > deadline {
+                self.waits_total
+                    .with_label_values(&[&h.provider, "exhausted"])
+                    .inc();
+                return Err(ProviderError::rate_limited(
+                    format!(
+                        "rate limit of {} ({}): next call allowed in {} ms, beyond the wait budget",
+                        h.provider, wait.reason, wait.retry_in_ms
+                    ),
+                    wait.retry_in_ms,
+                ));
+            }
+            if !waited {
+                self.waits_total
+                    .with_label_values(&[&h.provider, wait.reason.as_str()])
+                    .inc();
+                waited = true;
+            }
+            tokio::time::sleep(sleep).await;
+        }
+    }
+
+    async fn try_acquire(
+        &self,
+        store: &Store,
+        h: &LimiterHandle,
+    ) -> Result<
+        (
+            Result<(), syncguard_core::limiter::Wait>,
+            LimiterState,
+            Millis,
+        ),
+        ProviderError,
+    > {
+        let cfg = h.cfg;
+        match store.backend() {
+            Backend::Postgres => {
+                let pending = self.pending.lock().expect("limiter lock").remove(&h.key);
+                store
+                    .update_limiter(&h.key, &h.provider, move |state, now| {
+                        if let Some(hints) = pending {
+                            state.apply_hints(&hints, now);
+                        }
+                        (state.acquire(&cfg, now), state.clone(), now)
+                    })
+                    .await
+                    .map_err(ProviderError::store)
+            }
+            Backend::Sqlite => {
+                let now = wall_ms();
+                let mut local = self.local.lock().expect("limiter lock");
+                let state = local.entry(h.key.clone()).or_default();
+                Ok((state.acquire(&cfg, now), state.clone(), now))
+            }
+        }
+    }
+
+    /// Takes in what a response said about the provider's limit.
+    pub async fn observe(&self, store: &Store, h: &LimiterHandle, hints: Hints) {
+        if hints.is_empty() {
+            return;
+        }
+        match store.backend() {
+            Backend::Sqlite => {
+                let now = wall_ms();
+                let mut local = self.local.lock().expect("limiter lock");
+                let state = local.entry(h.key.clone()).or_default();
+                state.apply_hints(&hints, now);
+                let state = state.clone();
+                drop(local);
+                self.remember(&h.key, state, h.cfg, now);
+            }
+            Backend::Postgres if hints.retry_after_ms.is_some() || hints.remaining == Some(0) => {
+                let written = store
+                    .update_limiter(&h.key, &h.provider, |state, now| {
+                        state.apply_hints(&hints, now);
+                        (state.clone(), now)
+                    })
+                    .await;
+                match written {
+                    Ok((state, now)) => self.remember(&h.key, state, h.cfg, now),
+                    // The provider will say it again on the next call; nothing is lost for good.
+                    Err(e) => {
+                        tracing::warn!(limiter = %h.key, error = %e, "storing a provider rate-limit hint failed")
+                    }
+                }
+            }
+            Backend::Postgres => {
+                self.pending
+                    .lock()
+                    .expect("limiter lock")
+                    .insert(h.key.clone(), hints);
+            }
+        }
+    }
+
+    /// Whether the limiter of `connection_id` had at most 10 % of its room left when this node
+    /// last used it (false when this node never did).
+    pub fn near_depletion(&self, connection_id: &str) -> bool {
+        let key = self
+            .by_connection
+            .lock()
+            .expect("limiter lock")
+            .get(connection_id)
+            .cloned();
+        key.is_some_and(|k| self.near_depletion_of(&k))
+    }
+
+    pub fn near_depletion_of(&self, key: &str) -> bool {
+        let seen = self.seen.lock().expect("limiter lock");
+        seen.get(key).is_some_and(|s| {
+            let now = s.now + s.at.elapsed().as_millis() as Millis;
+            s.state.near_depletion(&s.cfg, now)
+        })
+    }
+
+    /// The shared state right now (one read on PostgreSQL), for callers that must know before
+    /// spending calls (reconcile and audit yield while it is set).
+    pub async fn near_depletion_now(&self, store: &Store, h: &LimiterHandle) -> bool {
+        if store.backend() == Backend::Postgres {
+            if let Ok(Some((state, now))) = store.limiter_state(&h.key).await {
+                self.remember(&h.key, state, h.cfg, now);
+            }
+        }
+        self.near_depletion_of(&h.key)
+    }
+
+    fn remember(&self, key: &str, state: LimiterState, cfg: LimitConfig, now: Millis) {
+        let seen = Seen {
+            state,
+            cfg,
+            now,
+            at: Instant::now(),
+        };
+        self.seen
+            .lock()
+            .expect("limiter lock")
+            .insert(key.to_string(), seen);
+    }
+}
+
+/// The wall clock, not the app's clock: limiter waits are real sleeps against a real provider,
+/// so a test's frozen clock must not freeze them.
+fn wall_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}

@@ -1,0 +1,475 @@
+//! The connection lifecycle (SPEC §1 "connection", §4.1): create (with credentials or a
+//! link-flow `auth_code`), `PATCH` pause / resume / config / credentials, and `DELETE`
+//! disconnect. Status goes `pending → active ⇄ paused`, `error`, `disconnected`; every change
+//! is recorded in the status history (by the store) and audited. No answer carries a secret.
+//!
+//! The create/list/get handlers are registered by `api::connections` and use the types and
+//! [`create`] defined here; the rest are routed by [`super::routes`].
+
+use super::plan::{missing_credentials, SyncSettings};
+use super::{link, start_syncs, syncs, Reason};
+use crate::api::error::{ApiError, ApiResult};
+use crate::api::extract::{request_id, ApiJson, ApiPath, ApiQuery, Caller};
+use crate::api::Problem;
+use crate::app::App;
+use crate::clock::rfc3339;
+use crate::provider::definition::ProviderDef;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use syncguard_core::role::Role;
+use syncguard_core::signature::WebhookAuth;
+use syncguard_store::audit::NewAudit;
+use syncguard_store::checkpoints::PurgedData;
+use syncguard_store::connections::{Connection, NewConnection, SealedSecrets};
+use syncguard_store::page::PageRequest;
+use syncguard_store::queue::{JobFilter, JobState};
+use syncguard_store::{Scope, StoreError};
+use utoipa::{IntoParams, ToSchema};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateConnection {
+    /// Required for platform keys; tenant keys create in their own tenant.
+    pub tenant_id: Option<String>,
+    /// A provider name, e.g. `trackstar`.
+    pub provider: String,
+    /// Unique within the tenant, e.g. `brand_123`.
+    pub name: String,
+    /// Provider credentials; sealed at rest and never returned. With `auth_code`, the
+    /// account-level part (Trackstar: `api_key`); the exchange adds the rest.
+    #[schema(value_type = Option<Object>)]
+    pub credentials: Option<Value>,
+    /// A link-flow code (from the provider's widget, opened with `POST
+    /// /v1/connections/link-token`) to exchange for the connection's credentials.
+    pub auth_code: Option<String>,
+    /// base_url, resources, sync_interval_s, backfill_days, sync_overlap_s, reconcile_policy,
+    /// webhook, circuit, rate_limit.
+    #[schema(value_type = Option<Object>)]
+    pub config: Option<Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConnectionView {
+    pub id: String,
+    pub tenant_id: String,
+    pub provider: String,
+    pub name: String,
+    /// pending, active, paused, error, disconnected
+    pub status: String,
+    /// Configuration without secrets; `webhook.secrets` is replaced by `webhook.secret_count`.
+    #[schema(value_type = Object)]
+    pub config: Value,
+    pub has_credentials: bool,
+    pub created_at: String,
+    pub updated_at: String,
+    pub last_webhook_at: Option<String>,
+}
+
+impl From<Connection> for ConnectionView {
+    fn from(c: Connection) -> Self {
+        ConnectionView {
+            id: c.id,
+            tenant_id: c.tenant_id,
+            provider: c.provider,
+            name: c.name,
+            status: c.status,
+            config: c.config,
+            has_credentials: c.has_credentials,
+            created_at: rfc3339(c.created_at),
+            updated_at: rfc3339(c.updated_at),
+            last_webhook_at: c.last_webhook_at.map(rfc3339),
+        }
+    }
+}
+
+/// Splits the webhook secrets out of `config`, validating the webhook section; returns the
+/// config to store (with a secret count instead) and the secrets to seal.
+pub fn split_webhook_secrets(config: &mut Value) -> ApiResult<Option<Vec<String>>> {
+    let Some(webhook) = config.get_mut("webhook") else {
+        return Ok(None);
+    };
+    WebhookAuth::from_config(webhook)
+        .map_err(|e| ApiError::unprocessable(format!("field `config.webhook.{e}`")))?;
+    let secrets: Vec<String> = webhook
+        .get("secrets")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    if let Some(obj) = webhook.as_object_mut() {
+        obj.remove("secrets");
+        obj.insert("secret_count".into(), json!(secrets.len()));
+    }
+    Ok(Some(secrets))
+}
+
+/// Appends an audit entry for an action of `caller`.
+pub async fn audit(
+    app: &App,
+    caller: &Caller,
+    tenant_id: &str,
+    action: &str,
+    target: &str,
+    params: Value,
+) -> ApiResult<()> {
+    let rid = request_id();
+    app.store
+        .append_audit(
+            NewAudit {
+                tenant_id: Some(tenant_id),
+                actor: &caller.key.id,
+                action,
+                target: Some(target),
+                params,
+                request_id: rid.as_deref(),
+            },
+            app.clock.now_ms(),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Checks a connection's config against its provider: fields the provider layer knows, and
+/// the sync settings when the provider has an API.
+fn check_config(app: &App, provider: &str, config: &Value) -> ApiResult<()> {
+    if !config.is_object() {
+        return Err(ApiError::unprocessable("field `config`: must be an object"));
+    }
+    app.providers
+        .check_connection(provider, config)
+        .map_err(ApiError::unprocessable)?;
+    let def = app.providers.get(provider).expect("checked above");
+    if def.has_api() {
+        SyncSettings::from_config(config, def).map_err(ApiError::unprocessable)?;
+    }
+    Ok(())
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 100
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+}
+
+/// Seals a JSON value for `connection_id`.
+fn seal(app: &App, connection_id: &str, value: &Value) -> Vec<u8> {
+    app.sealer
+        .seal(value.to_string().as_bytes(), connection_id, &mut rand::rngs::OsRng)
+}
+
+/// The status a connection starts in: active when it can do its work (complete credentials
+/// for an API provider; credentials or webhook secrets for a webhook-only one), else pending.
+fn initial_status(def: &ProviderDef, credentials: Option<&Value>, has_secrets: bool) -> &'static str {
+    let ready = match credentials {
+        Some(c) if def.has_api() => missing_credentials(def, c).is_empty(),
+        Some(_) => true,
+        None => has_secrets,
+    };
+    if ready {
+        "active"
+    } else {
+        "pending"
+    }
+}
+
+/// `POST /v1/connections`: validates, exchanges a link-flow code if given, seals secrets,
+/// stores, audits, and starts the backfill of a connection that can sync.
+pub async fn create(
+    app: &App,
+    caller: &Caller,
+    body: CreateConnection,
+) -> ApiResult<(StatusCode, Json<ConnectionView>)> {
+    caller.require(Role::Admin)?;
+    let tenant_id = match (caller.tenant_id(), body.tenant_id) {
+        (Some(own), None) => own.to_string(),
+        (Some(own), Some(asked)) if asked == own => asked,
+        (Some(_), Some(_)) => return Err(ApiError::not_found("tenant not found")),
+        (None, None) => {
+            return Err(ApiError::unprocessable(
+                "field `tenant_id`: required with a platform key",
+            ))
+        }
+        (None, Some(asked)) => {
+            app.store
+                .get_tenant(&Scope::All, &asked)
+                .await?
+                .ok_or_else(|| ApiError::not_found("tenant not found"))?;
+            asked
+        }
+    };
+    if !valid_name(&body.name) {
+        return Err(ApiError::unprocessable(
+            "field `name`: 1 to 100 characters of letters, digits, `_`, `-`, `.`",
+        ));
+    }
+    let def = app.providers.get(&body.provider).ok_or_else(|| {
+        ApiError::unprocessable(format!("field `provider`: unknown provider `{}`", body.provider))
+    })?;
+    let mut config = body.config.unwrap_or_else(|| json!({}));
+    check_config(app, &body.provider, &config)?;
+    let webhook_secrets = split_webhook_secrets(&mut config)?;
+    if body.credentials.as_ref().is_some_and(|c| !c.is_object()) {
+        return Err(ApiError::unprocessable("field `credentials`: must be an object"));
+    }
+    let mut credentials = body.credentials;
+    if let Some(code) = &body.auth_code {
+        let account = credentials.clone().unwrap_or_else(|| json!({}));
+        let linked = link::exchange(app, def, &config, &account, code).await?;
+        let mut merged = account;
+        for (k, v) in linked {
+            merged[k] = v;
+        }
+        credentials = Some(merged);
+    }
+    let id = syncguard_core::ids::new_id("con");
+    let status = initial_status(def, credentials.as_ref(), webhook_secrets.is_some());
+    let conn = app
+        .store
+        .create_connection(
+            NewConnection {
+                id: id.clone(),
+                tenant_id: tenant_id.clone(),
+                provider: body.provider.clone(),
+                name: body.name,
+                status: status.into(),
+                config,
+                credentials: credentials.as_ref().map(|c| seal(app, &id, c)),
+                webhook_secrets: webhook_secrets.map(|s| seal(app, &id, &json!(s))),
+            },
+            app.clock.now_ms(),
+        )
+        .await?;
+    let via = if body.auth_code.is_some() { "auth_code" } else { "credentials" };
+    audit(app, caller, &tenant_id, "connection.create", &id,
+        json!({ "provider": conn.provider, "name": conn.name, "via": via, "status": conn.status })).await?;
+    if syncs(app, &conn) {
+        // The backfill. Should this fail, the next scheduler tick enqueues it all the same.
+        if let Err(e) = start_syncs(app, &conn, &[], Reason::Connect, false).await {
+            tracing::warn!(connection_id = %conn.id, error = %e, "enqueueing the backfill failed; the scheduler will");
+        }
+    }
+    Ok((StatusCode::CREATED, Json(conn.into())))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateConnection {
+    /// `paused` stops scheduling (a running sync stops at its next page and resumes there);
+    /// `active` resumes and syncs at once.
+    pub status: Option<String>,
+    /// Top-level keys replace the stored ones and `null` removes one; a `webhook` section is
+    /// replaced whole and must carry its `secrets`.
+    #[schema(value_type = Option<Object>)]
+    pub config: Option<Value>,
+    /// New credentials, replacing the stored ones (sealed at rest, never returned).
+    #[schema(value_type = Option<Object>)]
+    pub credentials: Option<Value>,
+}
+
+/// A visible connection, or 404; then 403 unless the caller is an admin.
+async fn visible_for_admin(app: &App, caller: &Caller, id: &str) -> ApiResult<Connection> {
+    let conn = app
+        .store
+        .get_connection(&caller.scope(), caller.visible(), id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("connection {id} not found")))?;
+    caller.require(Role::Admin)?;
+    Ok(conn)
+}
+
+/// Whether the stored credentials of `conn` hold what its provider's API needs.
+/// Returns the fields missing.
+async fn credentials_complete(app: &App, conn: &Connection, def: &ProviderDef) -> ApiResult<Vec<String>> {
+    let sealed = app.store.connection_secrets(&conn.id).await?.and_then(|s| s.credentials);
+    let Some(bytes) = sealed else {
+        return Ok(vec!["credentials".into()]);
+    };
+    let plain = app
+        .sealer
+        .open(&bytes, &conn.id)
+        .map_err(|e| ApiError::internal(format!("stored credentials cannot be opened: {e}")))?;
+    let value: Value = serde_json::from_slice(&plain).unwrap_or(Value::Null);
+    Ok(missing_credentials(def, &value))
+}
+
+#[utoipa::path(patch, path = "/v1/connections/{id}", tag = "connections", request_body = UpdateConnection,
+    params(("id" = String, Path, description = "connection id")),
+    responses((status = 200, body = ConnectionView), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem, description = "the connection is disconnected"), (status = 422, body = Problem)))]
+pub async fn update_connection(
+    State(app): State<App>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<UpdateConnection>,
+) -> ApiResult<Json<ConnectionView>> {
+    let conn = visible_for_admin(&app, &caller, &id).await?;
+    if conn.status == "disconnected" {
+        return Err(ApiError::conflict("the connection is disconnected; create a new one"));
+    }
+    let def = app.providers.get(&conn.provider).ok_or_else(|| {
+        ApiError::unprocessable(format!("connection names unknown provider `{}`", conn.provider))
+    })?;
+    let now = app.clock.now_ms();
+    let mut changed = Vec::new();
+    if let Some(patch) = &body.config {
+        let Some(patch) = patch.as_object() else {
+            return Err(ApiError::unprocessable("field `config`: must be an object"));
+        };
+        let mut config = conn.config.clone();
+        let mut secrets = None;
+        for (key, value) in patch {
+            let obj = config.as_object_mut().expect("stored config is an object");
+            if value.is_null() {
+                obj.remove(key);
+            } else {
+                obj.insert(key.clone(), value.clone());
+            }
+        }
+        check_config(&app, &conn.provider, &config)?;
+        if patch.contains_key("webhook") {
+            secrets = Some(split_webhook_secrets(&mut config)?);
+        }
+        app.store.set_connection_config(&id, &config, now).await?;
+        if let Some(new) = secrets {
+            let old = app.store.connection_secrets(&id).await?.unwrap_or(SealedSecrets { credentials: None, webhook_secrets: None });
+            let webhook_secrets = new.map(|s| seal(&app, &id, &json!(s)));
+            app.store.set_connection_secrets(&id, &SealedSecrets { webhook_secrets, ..old }, now).await?;
+        }
+        app.webhooks.invalidate(&id);
+        changed.push("config");
+    }
+    if let Some(creds) = &body.credentials {
+        if !creds.is_object() {
+            return Err(ApiError::unprocessable("field `credentials`: must be an object"));
+        }
+        let old = app.store.connection_secrets(&id).await?.unwrap_or(SealedSecrets { credentials: None, webhook_secrets: None });
+        let credentials = Some(seal(&app, &id, creds));
+        app.store.set_connection_secrets(&id, &SealedSecrets { credentials, ..old }, now).await?;
+        changed.push("credentials");
+    }
+    let conn = app.store.get_connection(&Scope::All, None, &id).await?.ok_or_else(|| ApiError::not_found("connection not found"))?;
+    // New credentials revive a connection that waited for them or whose old ones were refused.
+    let wanted = match body.status.as_deref() {
+        None if body.credentials.is_some() && matches!(conn.status.as_str(), "pending" | "error") => Some("active"),
+        None => None,
+        Some(s @ ("active" | "paused")) => Some(s),
+        Some(other) => {
+            return Err(ApiError::unprocessable(format!(
+                "field `status`: `{other}` cannot be set; use `active` or `paused` (disconnect with DELETE)"
+            )))
+        }
+    };
+    if let Some(to) = wanted.filter(|to| *to != conn.status) {
+        // Without credentials an API provider's connection still receives webhooks; with
+        // incomplete ones it would only fail, so it is not activated.
+        if to == "active" && def.has_api() && conn.has_credentials {
+            let missing = credentials_complete(&app, &conn, def).await?;
+            if !missing.is_empty() {
+                return Err(ApiError::unprocessable(format!(
+                    "field `credentials`: cannot activate, the credentials lack {}",
+                    missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+        let action = if to == "paused" { "connection.pause" } else { "connection.resume" };
+        let reason = format!("{action} by key {}", caller.key.id);
+        let from = app.store.set_connection_status(&id, to, &reason, app.clock.now_ms()).await?;
+        audit(&app, &caller, &conn.tenant_id, action, &id, json!({ "from": from, "to": to })).await?;
+        tracing::info!(connection_id = %id, from = %from, to, "connection status changed");
+    }
+    if !changed.is_empty() {
+        audit(&app, &caller, &conn.tenant_id, "connection.update", &id, json!({ "changed": changed })).await?;
+    }
+    let after = app.store.get_connection(&Scope::All, None, &id).await?.ok_or_else(|| ApiError::not_found("connection not found"))?;
+    if after.status == "active" && conn.status != "active" && syncs(&app, &after) {
+        start_syncs(&app, &after, &[], Reason::Resume, false).await?;
+    }
+    Ok(Json(after.into()))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DisconnectParams {
+    /// Also delete the connection's records, changes and checkpoints (default: keep them).
+    #[serde(default)]
+    pub purge: bool,
+}
+
+/// What a disconnect did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Disconnected {
+    pub connection: ConnectionView,
+    /// Queued and running jobs of the connection that were cancelled.
+    pub cancelled_jobs: u64,
+    /// What was deleted, when `purge=true`.
+    #[schema(value_type = Option<Object>)]
+    pub purged: Option<PurgedData>,
+}
+
+#[utoipa::path(delete, path = "/v1/connections/{id}", tag = "connections",
+    params(("id" = String, Path, description = "connection id"), DisconnectParams),
+    responses((status = 200, body = Disconnected), (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn disconnect(
+    State(app): State<App>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<DisconnectParams>,
+) -> ApiResult<Json<Disconnected>> {
+    let conn = visible_for_admin(&app, &caller, &id).await?;
+    let now = app.clock.now_ms();
+    // First the status: from here on no page of this connection can commit, no webhook is
+    // accepted and no sync is scheduled.
+    let from = app
+        .store
+        .set_connection_status(&id, "disconnected", &format!("disconnected by key {}", caller.key.id), now)
+        .await?;
+    app.store
+        .set_connection_secrets(&id, &SealedSecrets { credentials: None, webhook_secrets: None }, now)
+        .await?;
+    app.webhooks.invalidate(&id);
+    let cancelled_jobs = cancel_jobs(&app, &id).await?;
+    let stopped = app.sync.stop_connection(&id);
+    let purged = if q.purge { Some(app.store.purge_sync_data(&id).await?) } else { None };
+    audit(&app, &caller, &conn.tenant_id, "connection.disconnect", &id,
+        json!({ "from": from, "purge": q.purge, "cancelled_jobs": cancelled_jobs, "purged": purged })).await?;
+    tracing::info!(connection_id = %id, cancelled_jobs, stopped_here = stopped, purge = q.purge, "connection disconnected");
+    let conn = app.store.get_connection(&Scope::All, None, &id).await?.ok_or_else(|| ApiError::not_found("connection not found"))?;
+    Ok(Json(Disconnected { connection: conn.into(), cancelled_jobs, purged }))
+}
+
+/// Cancels every queued and running job of a connection; returns how many.
+async fn cancel_jobs(app: &App, connection_id: &str) -> ApiResult<u64> {
+    let mut cancelled = 0;
+    for state in [JobState::Available, JobState::Retryable, JobState::Running] {
+        let filter = JobFilter {
+            state: Some(state),
+            connection_id: Some(connection_id.to_string()),
+            ..Default::default()
+        };
+        loop {
+            let page = PageRequest { after: None, limit: 500 };
+            let jobs = app.store.list_jobs(&Scope::All, &filter, &page).await?.items;
+            if jobs.is_empty() {
+                break;
+            }
+            let mut progress = false;
+            for job in jobs {
+                match app.store.cancel_job(&Scope::All, None, job.id, app.clock.now_ms()).await {
+                    Ok(_) => {
+                        cancelled += 1;
+                        progress = true;
+                    }
+                    // It finished meanwhile: it cannot be cancelled, and need not be.
+                    Err(StoreError::Conflict(_) | StoreError::NotFound) => progress = true,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if !progress {
+                break;
+            }
+        }
+    }
+    Ok(cancelled)
+}
