@@ -12,7 +12,7 @@ pub mod extract;
 pub mod idempotency;
 mod jobs;
 mod probes;
-mod tenants;
+pub(crate) mod tenants;
 pub mod views;
 
 pub use error::{ApiError, Problem};
