@@ -128,16 +128,17 @@ async fn context(State(app): State<App>, req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
-    let limit = if req.uri().path().starts_with("/v1/webhooks/") {
-        app.config.api.webhook_body_limit_bytes
+    // Webhooks check their own (larger) limit once the connection is known, so that the
+    // refusal is counted against its provider.
+    let limit = app.config.api.body_limit_bytes;
+    let declared = if req.uri().path().starts_with("/v1/webhooks/") {
+        None
     } else {
-        app.config.api.body_limit_bytes
+        req.headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
     };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
     let started = Instant::now();
     let resp = error::REQUEST_ID
         .scope(id.clone(), async move {

@@ -134,6 +134,9 @@ async fn noop(ctx: JobContext) -> Result<(), JobError> {
 /// Finished jobs are kept this long for inspection.
 const FINISHED_JOB_RETENTION_MS: i64 = 7 * 24 * 3_600_000;
 
+/// Processed inbound webhooks (raw bodies included) are kept this long for inspection and replay.
+const EVENT_RETENTION_MS: i64 = 30 * 24 * 3_600_000;
+
 async fn cleanup(ctx: JobContext) -> Result<(), JobError> {
     let now = ctx.app.clock.now_ms();
     let store = &ctx.app.store;
@@ -147,10 +150,15 @@ async fn cleanup(ctx: JobContext) -> Result<(), JobError> {
         .purge_periodic_runs(now - FINISHED_JOB_RETENTION_MS)
         .await
         .map_err(fail)?;
+    let events = store
+        .purge_events(now - EVENT_RETENTION_MS)
+        .await
+        .map_err(fail)?;
     tracing::info!(
         idempotency_keys = keys,
         jobs,
         periodic_slots = slots,
+        events,
         "cleanup done"
     );
     Ok(())

@@ -70,6 +70,15 @@ pub async fn receive(
     };
     let provider = gate.provider.as_str();
 
+    // A declared length over the limit is refused before a byte of the body is read.
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > wh.body_limit) {
+        wh.metrics.count(provider, Outcome::TooLarge);
+        return ApiError::too_large(wh.body_limit).into_response();
+    }
     let body = match read_limited(body, wh.body_limit).await {
         Ok(bytes) => bytes,
         Err(BodyError::TooLarge) => {
