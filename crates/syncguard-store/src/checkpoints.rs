@@ -167,7 +167,8 @@ pub fn minute_of(at: Millis) -> Millis {
     at.div_euclid(60_000) * 60_000
 }
 
-const ENSURE_ROW: &str = "INSERT INTO sync_checkpoints (connection_id, resource, tenant_id, updated_at)
+const ENSURE_ROW: &str =
+    "INSERT INTO sync_checkpoints (connection_id, resource, tenant_id, updated_at)
      VALUES ($1, $2, $3, $4) ON CONFLICT (connection_id, resource) DO NOTHING";
 
 const ADD_OUTCOMES: &str = "INSERT INTO sync_outcomes (connection_id, minute, tenant_id, ok, failed) VALUES ($1, $2, $3, $4, $5)

@@ -68,7 +68,11 @@ impl Store {
     }
 
     /// Sync call outcomes per connection over each window ending at `now` (lengths in ms).
-    pub async fn outcome_windows(&self, now: Millis, windows_ms: &[i64]) -> Result<Vec<OutcomeWindows>> {
+    pub async fn outcome_windows(
+        &self,
+        now: Millis,
+        windows_ms: &[i64],
+    ) -> Result<Vec<OutcomeWindows>> {
         let longest = windows_ms.iter().copied().max().unwrap_or(0);
         let mut sums = Vec::new();
         for (i, _) in windows_ms.iter().enumerate() {
@@ -148,7 +152,11 @@ impl Store {
 
     /// Receive-to-processed times (ms) of the newest `limit` events processed among those
     /// received at or after `from_event_id`, with their connection.
-    pub async fn webhook_latencies(&self, from_event_id: &str, limit: i64) -> Result<Vec<(String, i64)>> {
+    pub async fn webhook_latencies(
+        &self,
+        from_event_id: &str,
+        limit: i64,
+    ) -> Result<Vec<(String, i64)>> {
         on_reader!(self, p => {
             Ok(sqlx::query_as(
                 "SELECT connection_id, processed_at - received_at FROM inbound_events
@@ -167,7 +175,10 @@ mod tests {
     fn event_id_floors_sort_with_real_ids() {
         let at = 1_700_000_000_000;
         let id = syncguard_core::ids::new_id("evt");
-        assert!(super::event_id_floor(at) < id, "ids made now sort after a floor in the past");
+        assert!(
+            super::event_id_floor(at) < id,
+            "ids made now sort after a floor in the past"
+        );
         assert!(super::event_id_floor(4_000_000_000_000) > id);
         assert_eq!(super::event_id_floor(at).len(), id.len());
     }

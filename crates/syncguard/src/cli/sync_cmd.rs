@@ -36,9 +36,16 @@ pub struct HealthArgs {
 }
 
 /// One API call; the problem document's detail on failure.
-async fn call(remote: &Remote, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+async fn call(
+    remote: &Remote,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<Value> {
     let url = format!("{}{path}", remote.url.trim_end_matches('/'));
-    let mut req = reqwest::Client::new().request(method, &url).bearer_auth(&remote.api_key);
+    let mut req = reqwest::Client::new()
+        .request(method, &url)
+        .bearer_auth(&remote.api_key);
     if let Some(b) = body {
         req = req.json(&b);
     }
@@ -46,7 +53,10 @@ async fn call(remote: &Remote, method: reqwest::Method, path: &str, body: Option
     let status = resp.status();
     let value: Value = resp.json().await.unwrap_or(Value::Null);
     if !status.is_success() {
-        bail!("{status}: {}", value.get("detail").and_then(Value::as_str).unwrap_or(""));
+        bail!(
+            "{status}: {}",
+            value.get("detail").and_then(Value::as_str).unwrap_or("")
+        );
     }
     Ok(value)
 }
@@ -55,23 +65,43 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<()> {
     let r = &args.remote;
     let id = &args.connection_id;
     let before = checkpoints(r, id).await?;
-    let resources = if args.resources.is_empty() { Value::Null } else { json!(args.resources) };
-    let started = call(r, reqwest::Method::POST, &format!("/v1/connections/{id}/sync"),
-        Some(json!({ "resources": resources, "full": args.full }))).await?;
+    let resources = if args.resources.is_empty() {
+        Value::Null
+    } else {
+        json!(args.resources)
+    };
+    let started = call(
+        r,
+        reqwest::Method::POST,
+        &format!("/v1/connections/{id}/sync"),
+        Some(json!({ "resources": resources, "full": args.full })),
+    )
+    .await?;
     if r.json && !args.wait {
         println!("{started}");
         return Ok(());
     }
     let jobs = started["jobs"].as_array().cloned().unwrap_or_default();
     for j in &jobs {
-        let dedup = if j["deduplicated"].as_bool() == Some(true) { " (joined a sync already queued or running)" } else { "" };
-        eprintln!("{:<20} job {}{dedup}", j["resource"].as_str().unwrap_or("?"), j["job_id"]);
+        let dedup = if j["deduplicated"].as_bool() == Some(true) {
+            " (joined a sync already queued or running)"
+        } else {
+            ""
+        };
+        eprintln!(
+            "{:<20} job {}{dedup}",
+            j["resource"].as_str().unwrap_or("?"),
+            j["job_id"]
+        );
     }
     if !args.wait {
         return Ok(());
     }
     // Done when each resource's last success is newer than before the request.
-    let wanted: Vec<String> = jobs.iter().filter_map(|j| j["resource"].as_str().map(String::from)).collect();
+    let wanted: Vec<String> = jobs
+        .iter()
+        .filter_map(|j| j["resource"].as_str().map(String::from))
+        .collect();
     let started_at = Instant::now();
     loop {
         let now = checkpoints(r, id).await?;
@@ -79,9 +109,21 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<()> {
             .iter()
             .filter(|res| succeeded_since(&before, &now, res))
             .collect();
-        let items: i64 = now.iter().filter(|c| wanted.iter().any(|w| Some(w.as_str()) == c["resource"].as_str()))
-            .map(|c| c["run"]["items"].as_i64().unwrap_or(0)).sum();
-        eprint!("\r{}/{} resources done, {items} items in runs in progress, {:.0} s   ", done.len(), wanted.len(), started_at.elapsed().as_secs_f64());
+        let items: i64 = now
+            .iter()
+            .filter(|c| {
+                wanted
+                    .iter()
+                    .any(|w| Some(w.as_str()) == c["resource"].as_str())
+            })
+            .map(|c| c["run"]["items"].as_i64().unwrap_or(0))
+            .sum();
+        eprint!(
+            "\r{}/{} resources done, {items} items in runs in progress, {:.0} s   ",
+            done.len(),
+            wanted.len(),
+            started_at.elapsed().as_secs_f64()
+        );
         if done.len() == wanted.len() {
             eprintln!();
             break;
@@ -93,15 +135,26 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<()> {
         println!("{}", json!({ "connection_id": id, "checkpoints": after }));
     } else {
         for c in &after {
-            println!("{:<20} cursor {:<26} last success {:<26} items {}",
-                c["resource"].as_str().unwrap_or("?"), text(&c["cursor"]), text(&c["last_success_at"]), c["items_total"]);
+            println!(
+                "{:<20} cursor {:<26} last success {:<26} items {}",
+                c["resource"].as_str().unwrap_or("?"),
+                text(&c["cursor"]),
+                text(&c["last_success_at"]),
+                c["items_total"]
+            );
         }
     }
     Ok(())
 }
 
 async fn checkpoints(r: &Remote, id: &str) -> anyhow::Result<Vec<Value>> {
-    let v = call(r, reqwest::Method::GET, &format!("/v1/connections/{id}/checkpoints"), None).await?;
+    let v = call(
+        r,
+        reqwest::Method::GET,
+        &format!("/v1/connections/{id}/checkpoints"),
+        None,
+    )
+    .await?;
     Ok(v["data"].as_array().cloned().unwrap_or_default())
 }
 
@@ -112,7 +165,11 @@ fn succeeded_since(before: &[Value], now: &[Value], resource: &str) -> bool {
             .and_then(|c| c["last_success_at"].as_str().map(String::from))
     };
     let (b, n) = (of(before), of(now));
-    n.is_some() && n != b && now.iter().any(|c| c["resource"].as_str() == Some(resource) && c["run"].is_null())
+    n.is_some()
+        && n != b
+        && now
+            .iter()
+            .any(|c| c["resource"].as_str() == Some(resource) && c["run"].is_null())
 }
 
 fn text(v: &Value) -> String {
@@ -140,7 +197,12 @@ pub async fn health(args: HealthArgs) -> anyhow::Result<()> {
             println!("{}  {} connections: {} healthy, {} degraded, {} unhealthy · queue: {} available, {} running, {} retryable, {} dead",
                 text(&v["generated_at"]), a["total"], a["healthy"], a["degraded"], a["unhealthy"],
                 q["available"], q["running"], q["retryable"], q["dead"]);
-            print_table(v["connections"].as_array().map(Vec::as_slice).unwrap_or(&[]));
+            print_table(
+                v["connections"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]),
+            );
         }
         if !args.watch {
             return Ok(());
@@ -161,20 +223,65 @@ fn print_table(rows: &[Value]) {
         ("CONN", Box::new(|c| text(&c["connection_status"]))),
         ("SYNC_LAG", Box::new(move |c| secs(&c["sync_lag_s"]))),
         ("HOOK_LAG", Box::new(move |c| secs(&c["webhook_lag_s"]))),
-        ("ERR_24H", Box::new(|c| c["error_rate_24h"].as_f64().map(|r| format!("{:.2}%", r * 100.0)).unwrap_or("-".into()))),
+        (
+            "ERR_24H",
+            Box::new(|c| {
+                c["error_rate_24h"]
+                    .as_f64()
+                    .map(|r| format!("{:.2}%", r * 100.0))
+                    .unwrap_or("-".into())
+            }),
+        ),
         ("FAILS", Box::new(|c| text(&c["recent_failures"]))),
         ("QUEUE", Box::new(|c| text(&c["queue_depth"]))),
-        ("P95_MS", Box::new(|c| c["webhook_latency_ms"]["p95"].as_f64().map(|v| format!("{v:.0}")).unwrap_or("-".into()))),
-        ("CIRCUIT/BURN", Box::new(|c| format!("{}/{}", text(&c["circuit"]["state"]), text(&c["burn"]["alert"])))),
+        (
+            "P95_MS",
+            Box::new(|c| {
+                c["webhook_latency_ms"]["p95"]
+                    .as_f64()
+                    .map(|v| format!("{v:.0}"))
+                    .unwrap_or("-".into())
+            }),
+        ),
+        (
+            "CIRCUIT/BURN",
+            Box::new(|c| {
+                format!(
+                    "{}/{}",
+                    text(&c["circuit"]["state"]),
+                    text(&c["burn"]["alert"])
+                )
+            }),
+        ),
     ];
-    let cells: Vec<Vec<String>> = rows.iter().map(|r| cols.iter().map(|(_, f)| f(r)).collect()).collect();
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| cols.iter().map(|(_, f)| f(r)).collect())
+        .collect();
     let widths: Vec<usize> = cols
         .iter()
         .enumerate()
-        .map(|(i, (h, _))| cells.iter().map(|r| r[i].len()).max().unwrap_or(0).max(h.len()))
+        .map(|(i, (h, _))| {
+            cells
+                .iter()
+                .map(|r| r[i].len())
+                .max()
+                .unwrap_or(0)
+                .max(h.len())
+        })
         .collect();
-    let line = |cells: Vec<String>| cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ");
-    println!("{}", line(cols.iter().map(|(h, _)| h.to_string()).collect()));
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    println!(
+        "{}",
+        line(cols.iter().map(|(h, _)| h.to_string()).collect())
+    );
     for r in cells {
         println!("{}", line(r));
     }

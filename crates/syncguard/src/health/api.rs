@@ -31,7 +31,10 @@ impl FromRequestParts<App> for HealthCaller {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
             .map(str::trim)
             .filter(|t| !t.is_empty());
         let hash = token.map(hash_api_key);
@@ -88,7 +91,11 @@ pub fn view(snap: &Snapshot, scope: &Scope, visible: Option<&[String]>) -> Healt
         snap.queue
     } else {
         let mut q = QueueCounts::default();
-        for d in snap.depths.iter().filter(|d| sees(d.tenant_id.as_deref(), d.connection_id.as_deref())) {
+        for d in snap
+            .depths
+            .iter()
+            .filter(|d| sees(d.tenant_id.as_deref(), d.connection_id.as_deref()))
+        {
             q.add(d.state, d.count);
         }
         q
@@ -108,15 +115,18 @@ pub fn view(snap: &Snapshot, scope: &Scope, visible: Option<&[String]>) -> Healt
 }
 
 fn current(app: &App) -> ApiResult<std::sync::Arc<Snapshot>> {
-    app.health
-        .snapshot()
-        .ok_or_else(|| ApiError::unavailable("the first health snapshot is being built; retry in a few seconds"))
+    app.health.snapshot().ok_or_else(|| {
+        ApiError::unavailable("the first health snapshot is being built; retry in a few seconds")
+    })
 }
 
 #[utoipa::path(get, path = "/v1/health", tag = "health",
     responses((status = 200, body = HealthView), (status = 401, body = Problem),
         (status = 503, body = Problem, description = "no snapshot yet (just started)")))]
-pub async fn health(State(app): State<App>, HealthCaller(caller): HealthCaller) -> ApiResult<Json<HealthView>> {
+pub async fn health(
+    State(app): State<App>,
+    HealthCaller(caller): HealthCaller,
+) -> ApiResult<Json<HealthView>> {
     let snap = current(&app)?;
     Ok(Json(view(&snap, &caller.scope(), caller.visible())))
 }
@@ -135,5 +145,7 @@ pub async fn connection_health(
         .into_iter()
         .find(|c| c.id == id)
         .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("connection {id} not found in the health snapshot")))
+        .ok_or_else(|| {
+            ApiError::not_found(format!("connection {id} not found in the health snapshot"))
+        })
 }

@@ -28,7 +28,6 @@ use status::{BurnPolicy, Status, Thresholds};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
-use syncguard_core::Millis;
 use syncguard_store::checkpoints::health::event_id_floor;
 use syncguard_store::page::PageRequest;
 use syncguard_store::tenancy::ApiKey;
@@ -62,7 +61,10 @@ pub struct HealthState {
 impl HealthState {
     pub fn new(_config: &Config, registry: &Registry) -> anyhow::Result<HealthState> {
         let gauge = IntGaugeVec::new(
-            Opts::new("syncguard_health_connections", "Connections per health status, as of the last snapshot."),
+            Opts::new(
+                "syncguard_health_connections",
+                "Connections per health status, as of the last snapshot.",
+            ),
             &["status"],
         )?;
         registry.register(Box::new(gauge.clone()))?;
@@ -83,11 +85,18 @@ impl HealthState {
     }
 
     pub(crate) fn cached_key(&self, key_hash: &str) -> Option<ApiKey> {
-        self.keys.read().expect("health key cache").get(key_hash).cloned()
+        self.keys
+            .read()
+            .expect("health key cache")
+            .get(key_hash)
+            .cloned()
     }
 
     pub(crate) fn cache_key(&self, key_hash: String, key: ApiKey) {
-        self.keys.write().expect("health key cache").insert(key_hash, key);
+        self.keys
+            .write()
+            .expect("health key cache")
+            .insert(key_hash, key);
     }
 }
 
@@ -105,7 +114,10 @@ pub fn spawn(app: &App, cancel: CancellationToken) {
         loop {
             if let Err(e) = refresh(&app).await {
                 tracing::warn!(error = %e, "health snapshot not refreshed; serving the previous one");
-                app.metrics.background_errors_total.with_label_values(&["health"]).inc();
+                app.metrics
+                    .background_errors_total
+                    .with_label_values(&["health"])
+                    .inc();
             }
             tokio::select! {
                 _ = tokio::time::sleep(REFRESH_INTERVAL) => {}
@@ -126,7 +138,11 @@ pub async fn refresh(app: &App) -> Result<(), StoreError> {
         .clone()
         .unwrap_or_else(|| event_id_floor(now - BACKLOG_LOOKBACK_MS));
     let inputs = snapshot::gather(app, now, &from, &health.burn_policy).await?;
-    let oldest_waiting = inputs.backlog.values().map(|b| b.oldest_event_id.clone()).min();
+    let oldest_waiting = inputs
+        .backlog
+        .values()
+        .map(|b| b.oldest_event_id.clone())
+        .min();
     let next_from = match oldest_waiting {
         Some(id) => id.min(event_id_floor(now - 60_000)),
         None => event_id_floor(now - 60_000),
@@ -152,7 +168,10 @@ fn record(health: &HealthState, snap: &Snapshot) {
     }
     *last = now_status;
     for s in [Status::Healthy, Status::Degraded, Status::Unhealthy] {
-        health.gauge.with_label_values(&[s.as_str()]).set(counts.get(&s).copied().unwrap_or(0));
+        health
+            .gauge
+            .with_label_values(&[s.as_str()])
+            .set(counts.get(&s).copied().unwrap_or(0));
     }
 }
 
@@ -162,10 +181,19 @@ async fn revalidate_keys(app: &App) -> Result<(), StoreError> {
         return Ok(());
     }
     let mut live: HashMap<String, ApiKey> = HashMap::new();
-    let mut page = PageRequest { after: None, limit: 500 };
+    let mut page = PageRequest {
+        after: None,
+        limit: 500,
+    };
     loop {
         let batch = app.store.list_api_keys(&Scope::All, &page).await?;
-        live.extend(batch.items.into_iter().filter(|k| k.revoked_at.is_none()).map(|k| (k.id.clone(), k)));
+        live.extend(
+            batch
+                .items
+                .into_iter()
+                .filter(|k| k.revoked_at.is_none())
+                .map(|k| (k.id.clone(), k)),
+        );
         match batch.next_cursor {
             Some(next) => page.after = Some(next),
             None => break,
@@ -180,9 +208,4 @@ async fn revalidate_keys(app: &App) -> Result<(), StoreError> {
         None => false,
     });
     Ok(())
-}
-
-/// Seconds between `then` and `now`, for display.
-pub fn age_s(now: Millis, then: Millis) -> f64 {
-    (now - then).max(0) as f64 / 1000.0
 }

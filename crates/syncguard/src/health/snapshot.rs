@@ -9,7 +9,9 @@ use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use syncguard_core::breaker::CircuitView;
 use syncguard_core::Millis;
-use syncguard_store::checkpoints::health::{event_id_floor, CheckpointBrief, QueueDepth, WebhookBacklog};
+use syncguard_store::checkpoints::health::{
+    event_id_floor, CheckpointBrief, QueueDepth, WebhookBacklog,
+};
 use syncguard_store::connections::Connection;
 use syncguard_store::page::PageRequest;
 use syncguard_store::provider_state::CircuitFilter;
@@ -42,26 +44,50 @@ pub struct Inputs {
 }
 
 /// Reads the inputs; `backlog_from` bounds the webhook backlog scan (see `HealthState`).
-pub async fn gather(app: &App, now: Millis, backlog_from: &str, policy: &BurnPolicy) -> Result<Inputs, StoreError> {
+pub async fn gather(
+    app: &App,
+    now: Millis,
+    backlog_from: &str,
+    policy: &BurnPolicy,
+) -> Result<Inputs, StoreError> {
     let store = &app.store;
     let mut inputs = Inputs::default();
-    let mut page = PageRequest { after: None, limit: 500 };
+    let mut page = PageRequest {
+        after: None,
+        limit: 500,
+    };
     loop {
         let batch = store.list_connections(&Scope::All, None, &page).await?;
-        inputs.connections.extend(batch.items.into_iter().filter(|c| c.status != "disconnected"));
+        inputs.connections.extend(
+            batch
+                .items
+                .into_iter()
+                .filter(|c| c.status != "disconnected"),
+        );
         match batch.next_cursor {
             Some(next) => page.after = Some(next),
             None => break,
         }
     }
-    let by_id: HashMap<&str, &Connection> = inputs.connections.iter().map(|c| (c.id.as_str(), c)).collect();
-    let mut page = PageRequest { after: None, limit: 500 };
+    let by_id: HashMap<&str, &Connection> = inputs
+        .connections
+        .iter()
+        .map(|c| (c.id.as_str(), c))
+        .collect();
+    let mut page = PageRequest {
+        after: None,
+        limit: 500,
+    };
     loop {
-        let batch = store.list_circuits(&Scope::All, None, &CircuitFilter::default(), &page).await?;
+        let batch = store
+            .list_circuits(&Scope::All, None, &CircuitFilter::default(), &page)
+            .await?;
         for row in batch.items {
             if let Some(conn) = by_id.get(row.connection_id.as_str()) {
                 let cfg = app.providers.breaker_config(conn);
-                inputs.circuits.insert(row.connection_id.clone(), row.machine.view(&cfg, now));
+                inputs
+                    .circuits
+                    .insert(row.connection_id.clone(), row.machine.view(&cfg, now));
             }
         }
         match batch.next_cursor {
@@ -86,14 +112,21 @@ pub async fn gather(app: &App, now: Millis, backlog_from: &str, policy: &BurnPol
     inputs.windows = windows;
     inputs.depths = store.queue_depths().await?;
     inputs.queue = store.job_counts().await?;
-    inputs.dead_recent = store.recent_dead_letters(now - DAY_MS).await?.into_iter().collect();
+    inputs.dead_recent = store
+        .recent_dead_letters(now - DAY_MS)
+        .await?
+        .into_iter()
+        .collect();
     inputs.backlog = store
         .webhook_backlog(backlog_from)
         .await?
         .into_iter()
         .map(|b| (b.connection_id.clone(), b))
         .collect();
-    for (conn, ms) in store.webhook_latencies(&event_id_floor(now - LATENCY_WINDOW_MS), LATENCY_SAMPLE).await? {
+    for (conn, ms) in store
+        .webhook_latencies(&event_id_floor(now - LATENCY_WINDOW_MS), LATENCY_SAMPLE)
+        .await?
+    {
         inputs.latencies_ms.entry(conn).or_default().push(ms as f64);
     }
     Ok(inputs)
@@ -185,7 +218,13 @@ pub struct Snapshot {
 }
 
 /// Builds the snapshot from `inputs` as of `now`.
-pub fn assemble(app: &App, inputs: &Inputs, now: Millis, thresholds: &Thresholds, policy: &BurnPolicy) -> Snapshot {
+pub fn assemble(
+    app: &App,
+    inputs: &Inputs,
+    now: Millis,
+    thresholds: &Thresholds,
+    policy: &BurnPolicy,
+) -> Snapshot {
     let mut queue = QueueCounts::default();
     for (state, n) in &inputs.queue {
         queue.add(*state, *n);
@@ -195,7 +234,12 @@ pub fn assemble(app: &App, inputs: &Inputs, now: Millis, thresholds: &Thresholds
         .iter()
         .map(|c| connection_health(app, c, inputs, now, thresholds, policy))
         .collect();
-    Snapshot { generated_at: now, connections, queue, depths: inputs.depths.clone() }
+    Snapshot {
+        generated_at: now,
+        connections,
+        queue,
+        depths: inputs.depths.clone(),
+    }
 }
 
 fn connection_health(
@@ -236,14 +280,22 @@ fn connection_health(
         .filter(|d| d.connection_id.as_deref() == Some(&conn.id) && d.state.is_active())
         .map(|d| d.count)
         .sum();
-    let mut latencies = inputs.latencies_ms.get(&conn.id).cloned().unwrap_or_default();
+    let mut latencies = inputs
+        .latencies_ms
+        .get(&conn.id)
+        .cloned()
+        .unwrap_or_default();
     latencies.sort_by(f64::total_cmp);
-    let circuit = inputs.circuits.get(&conn.id).cloned().unwrap_or(CircuitView {
-        state: Default::default(),
-        forced: None,
-        failures: 0,
-        opened_at: None,
-    });
+    let circuit = inputs
+        .circuits
+        .get(&conn.id)
+        .cloned()
+        .unwrap_or(CircuitView {
+            state: Default::default(),
+            forced: None,
+            failures: 0,
+            opened_at: None,
+        });
     ConnectionHealth {
         id: conn.id.clone(),
         tenant_id: conn.tenant_id.clone(),
@@ -264,18 +316,30 @@ fn connection_health(
         },
         circuit: CircuitHealth {
             state: circuit.state.as_str().to_string(),
-            forced: circuit.forced.map(|f| serde_json::to_value(f).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()),
+            forced: circuit.forced.map(|f| {
+                serde_json::to_value(f)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default()
+            }),
             failures: circuit.failures,
             opened_at: circuit.opened_at.map(rfc3339),
         },
-        rate_limit: RateLimitHealth { near_depletion: inputs.near_depletion.contains(&conn.id) },
+        rate_limit: RateLimitHealth {
+            near_depletion: inputs.near_depletion.contains(&conn.id),
+        },
         burn: status::burn(policy, counts),
     }
 }
 
 /// How far behind the stalest resource of a syncing connection is: since its last completed
 /// run, or since the connection was created while its first run has not completed.
-fn sync_lag_ms(app: &App, conn: &Connection, checkpoints: &[CheckpointBrief], now: Millis) -> Option<Millis> {
+fn sync_lag_ms(
+    app: &App,
+    conn: &Connection,
+    checkpoints: &[CheckpointBrief],
+    now: Millis,
+) -> Option<Millis> {
     if !conn.has_credentials || conn.status == "pending" {
         return None;
     }

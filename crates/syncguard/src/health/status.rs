@@ -44,10 +44,22 @@ pub struct Thresholds {
 impl Default for Thresholds {
     fn default() -> Self {
         Thresholds {
-            sync_lag_s: Level { warning: 300.0, critical: 900.0 },
-            webhook_lag_s: Level { warning: 120.0, critical: 600.0 },
-            error_rate: Level { warning: 0.01, critical: 0.05 },
-            recent_failures: Level { warning: 5.0, critical: 20.0 },
+            sync_lag_s: Level {
+                warning: 300.0,
+                critical: 900.0,
+            },
+            webhook_lag_s: Level {
+                warning: 120.0,
+                critical: 600.0,
+            },
+            error_rate: Level {
+                warning: 0.01,
+                critical: 0.05,
+            },
+            recent_failures: Level {
+                warning: 5.0,
+                critical: 20.0,
+            },
         }
     }
 }
@@ -71,7 +83,12 @@ pub fn classify(s: &Signals, t: &Thresholds) -> (Status, Vec<String>) {
         ("sync lag", s.sync_lag_s, t.sync_lag_s, "s"),
         ("webhook lag", s.webhook_lag_s, t.webhook_lag_s, "s"),
         ("error rate (24 h)", s.error_rate_24h, t.error_rate, ""),
-        ("recent failures", Some(s.recent_failures), t.recent_failures, ""),
+        (
+            "recent failures",
+            Some(s.recent_failures),
+            t.recent_failures,
+            "",
+        ),
     ];
     let mut status = Status::Healthy;
     let mut reasons = Vec::new();
@@ -79,10 +96,18 @@ pub fn classify(s: &Signals, t: &Thresholds) -> (Status, Vec<String>) {
         let Some(v) = value else { continue };
         if v > level.critical {
             status = Status::Unhealthy;
-            reasons.push(format!("{name} {} above critical {}", show(v, unit), show(level.critical, unit)));
+            reasons.push(format!(
+                "{name} {} above critical {}",
+                show(v, unit),
+                show(level.critical, unit)
+            ));
         } else if v >= level.warning {
             status = status.max(Status::Degraded);
-            reasons.push(format!("{name} {} at or above warning {}", show(v, unit), show(level.warning, unit)));
+            reasons.push(format!(
+                "{name} {} at or above warning {}",
+                show(v, unit),
+                show(level.warning, unit)
+            ));
         }
     }
     if let Some(why) = &s.connection_error {
@@ -134,7 +159,12 @@ const HOUR: i64 = 60 * MINUTE;
 
 impl Default for BurnPolicy {
     fn default() -> Self {
-        let pair = |long_ms, short_ms, threshold, alert| WindowPair { long_ms, short_ms, threshold, alert };
+        let pair = |long_ms, short_ms, threshold, alert| WindowPair {
+            long_ms,
+            short_ms,
+            threshold,
+            alert,
+        };
         BurnPolicy {
             slo_target: 0.99,
             min_events: 10,
@@ -150,7 +180,11 @@ impl Default for BurnPolicy {
 impl BurnPolicy {
     /// Every window length the pairs need, without repeats, ascending.
     pub fn windows(&self) -> Vec<i64> {
-        let mut w: Vec<i64> = self.pairs.iter().flat_map(|p| [p.long_ms, p.short_ms]).collect();
+        let mut w: Vec<i64> = self
+            .pairs
+            .iter()
+            .flat_map(|p| [p.long_ms, p.short_ms])
+            .collect();
         w.sort_unstable();
         w.dedup();
         w
@@ -229,25 +263,45 @@ mod tests {
     use super::*;
 
     fn lag(sync: f64) -> Signals {
-        Signals { sync_lag_s: Some(sync), ..Default::default() }
+        Signals {
+            sync_lag_s: Some(sync),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn each_threshold_separates_healthy_degraded_and_unhealthy() {
         let t = Thresholds::default();
         assert_eq!(classify(&lag(299.9), &t).0, Status::Healthy);
-        assert_eq!(classify(&lag(300.0), &t).0, Status::Degraded, "at the warning is no longer below it");
-        assert_eq!(classify(&lag(900.0), &t).0, Status::Degraded, "at the critical is not above it");
+        assert_eq!(
+            classify(&lag(300.0), &t).0,
+            Status::Degraded,
+            "at the warning is no longer below it"
+        );
+        assert_eq!(
+            classify(&lag(900.0), &t).0,
+            Status::Degraded,
+            "at the critical is not above it"
+        );
         assert_eq!(classify(&lag(900.1), &t).0, Status::Unhealthy);
-        let hook = |s| Signals { webhook_lag_s: Some(s), ..Default::default() };
+        let hook = |s| Signals {
+            webhook_lag_s: Some(s),
+            ..Default::default()
+        };
         assert_eq!(classify(&hook(119.0), &t).0, Status::Healthy);
         assert_eq!(classify(&hook(120.0), &t).0, Status::Degraded);
         assert_eq!(classify(&hook(601.0), &t).0, Status::Unhealthy);
-        let errors = |r| Signals { error_rate_24h: Some(r), ..Default::default() };
+        let errors = |r| Signals {
+            error_rate_24h: Some(r),
+            ..Default::default()
+        };
         assert_eq!(classify(&errors(0.009), &t).0, Status::Healthy);
         assert_eq!(classify(&errors(0.01), &t).0, Status::Degraded);
         assert_eq!(classify(&errors(0.051), &t).0, Status::Unhealthy);
-        let failures = |n| Signals { recent_failures: n, ..Default::default() };
+        let failures = |n| Signals {
+            recent_failures: n,
+            ..Default::default()
+        };
         assert_eq!(classify(&failures(4.0), &t).0, Status::Healthy);
         assert_eq!(classify(&failures(5.0), &t).0, Status::Degraded);
         assert_eq!(classify(&failures(21.0), &t).0, Status::Unhealthy);
@@ -256,27 +310,53 @@ mod tests {
     #[test]
     fn the_worst_signal_wins_and_reasons_name_it() {
         let t = Thresholds::default();
-        let s = Signals { sync_lag_s: Some(10.0), webhook_lag_s: Some(700.0), recent_failures: 6.0, ..Default::default() };
+        let s = Signals {
+            sync_lag_s: Some(10.0),
+            webhook_lag_s: Some(700.0),
+            recent_failures: 6.0,
+            ..Default::default()
+        };
         let (status, reasons) = classify(&s, &t);
         assert_eq!(status, Status::Unhealthy);
         assert_eq!(reasons.len(), 2, "{reasons:?}");
-        assert!(reasons[0].starts_with("webhook lag 700 s above critical"), "{reasons:?}");
+        assert!(
+            reasons[0].starts_with("webhook lag 700 s above critical"),
+            "{reasons:?}"
+        );
         let absent = Signals::default();
         assert_eq!(classify(&absent, &t), (Status::Healthy, vec![]));
-        let failed = Signals { connection_error: Some("credentials refused".into()), ..Default::default() };
+        let failed = Signals {
+            connection_error: Some("credentials refused".into()),
+            ..Default::default()
+        };
         assert_eq!(classify(&failed, &t).0, Status::Unhealthy);
     }
 
     fn counts(table: &[(i64, (i64, i64))]) -> impl Fn(i64) -> (i64, i64) + '_ {
-        move |ms| table.iter().find(|(w, _)| *w == ms).map(|(_, c)| *c).unwrap_or((0, 0))
+        move |ms| {
+            table
+                .iter()
+                .find(|(w, _)| *w == ms)
+                .map(|(_, c)| *c)
+                .unwrap_or((0, 0))
+        }
     }
 
     #[test]
     fn a_fast_burn_pages_only_when_both_windows_burn() {
         let p = BurnPolicy::default();
-        assert_eq!(p.windows(), vec![5 * MINUTE, 30 * MINUTE, HOUR, 6 * HOUR, 72 * HOUR]);
+        assert_eq!(
+            p.windows(),
+            vec![5 * MINUTE, 30 * MINUTE, HOUR, 6 * HOUR, 72 * HOUR]
+        );
         // 20 % errors over the last hour and the last 5 minutes: 20 × the 1 % budget.
-        let hot = [(HOUR, (80, 20)), (5 * MINUTE, (8, 2)), (6 * HOUR, (980, 20)), (30 * MINUTE, (45, 5)), (72 * HOUR, (9_980, 20))];
+        let hot = [
+            (HOUR, (80, 20)),
+            (5 * MINUTE, (8, 2)),
+            (6 * HOUR, (980, 20)),
+            (30 * MINUTE, (45, 5)),
+            (72 * HOUR, (9_980, 20)),
+        ];
         let b = burn(&p, counts(&hot));
         assert_eq!(b.alert, Alert::Page);
         assert!(b.windows[0].firing && b.windows[0].long_burn == 20.0);
@@ -289,12 +369,23 @@ mod tests {
     fn slow_burns_ticket_and_thin_traffic_never_alerts() {
         let p = BurnPolicy::default();
         // 1.5 % errors for three days and the last six hours: budget burning at 1.5.
-        let slow = [(72 * HOUR, (9_850, 150)), (6 * HOUR, (985, 15)), (HOUR, (100, 1)), (5 * MINUTE, (10, 0))];
+        let slow = [
+            (72 * HOUR, (9_850, 150)),
+            (6 * HOUR, (985, 15)),
+            (HOUR, (100, 1)),
+            (5 * MINUTE, (10, 0)),
+        ];
         let b = burn(&p, counts(&slow));
         assert_eq!(b.alert, Alert::Ticket);
         assert_eq!(b.windows.iter().filter(|w| w.firing).count(), 1);
         // Two failures out of four calls: 50 %, but below the minimum traffic.
-        let thin = [(HOUR, (2, 2)), (5 * MINUTE, (0, 2)), (6 * HOUR, (2, 2)), (30 * MINUTE, (0, 2)), (72 * HOUR, (2, 2))];
+        let thin = [
+            (HOUR, (2, 2)),
+            (5 * MINUTE, (0, 2)),
+            (6 * HOUR, (2, 2)),
+            (30 * MINUTE, (0, 2)),
+            (72 * HOUR, (2, 2)),
+        ];
         assert_eq!(burn(&p, counts(&thin)).alert, Alert::None);
     }
 

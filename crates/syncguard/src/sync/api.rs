@@ -1,11 +1,11 @@
 //! Sync over the API (SPEC §4.1, Appendix A): manual syncs, checkpoints, the mirrored records
 //! and the change feed. Reads answer the pinned item shapes, with a few extra fields.
 
-use super::connections::audit;
 use super::plan::SyncSettings;
 use super::{start_syncs, Reason};
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery, Caller, ListParams};
+use crate::api::tenants::audit;
 use crate::api::views::List;
 use crate::api::Problem;
 use crate::app::App;
@@ -116,13 +116,22 @@ pub async fn start_sync(
         )));
     }
     let started = start_syncs(&app, &conn, &resources, Reason::Manual, body.full).await?;
-    audit(&app, &caller, &conn.tenant_id, "connection.sync", &id,
-        json!({ "resources": started.iter().map(|(r, _)| r).collect::<Vec<_>>(), "full": body.full })).await?;
+    audit(&app, &caller, Some(&conn.tenant_id), "connection.sync", Some(&id), json!({ "resources": started.iter().map(|(r, _)| r).collect::<Vec<_>>(), "full": body.full })).await?;
     let jobs = started
         .into_iter()
-        .map(|(resource, e)| SyncJobView { resource, job_id: e.id, deduplicated: e.deduplicated })
+        .map(|(resource, e)| SyncJobView {
+            resource,
+            job_id: e.id,
+            deduplicated: e.deduplicated,
+        })
         .collect();
-    Ok((StatusCode::ACCEPTED, Json(SyncStarted { connection_id: id, jobs })))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(SyncStarted {
+            connection_id: id,
+            jobs,
+        }),
+    ))
 }
 
 /// The run in progress of a checkpoint.
@@ -166,7 +175,9 @@ impl CheckpointView {
             last_success_at: c.and_then(|c| c.last_success_at).map(rfc3339),
             last_error: c.and_then(|c| c.last_error.clone()),
             backfill_done: c.is_some_and(|c| c.backfill_done),
-            lag_s: c.and_then(|c| c.last_success_at).map(|t| (now - t).max(0) as f64 / 1000.0),
+            lag_s: c
+                .and_then(|c| c.last_success_at)
+                .map(|t| (now - t).max(0) as f64 / 1000.0),
             run: c.and_then(|c| c.run.as_ref()).map(|r| RunView {
                 started_at: rfc3339(r.started_at),
                 since: r.since.map(rfc3339),
@@ -194,10 +205,12 @@ pub async fn list_checkpoints(
     let conn = visible(&app, &caller, &id).await?;
     let mut stored = app.store.list_checkpoints(&caller.scope(), &id).await?;
     let now = app.clock.now_ms();
-    let mut names = if app.providers.get(&conn.provider).is_some_and(|d| d.has_api()) {
-        resources_of(&app, &conn)
-    } else {
-        Vec::new()
+    // The resources the connection syncs, and any other that has a checkpoint.
+    let mut names = match app.providers.get(&conn.provider).filter(|d| d.has_api()) {
+        Some(def) => SyncSettings::from_config(&conn.config, def)
+            .map(|s| s.resources)
+            .unwrap_or_default(),
+        None => Vec::new(),
     };
     names.extend(stored.iter().map(|c| c.resource.clone()));
     names.sort();
@@ -205,11 +218,17 @@ pub async fn list_checkpoints(
     let data = names
         .into_iter()
         .map(|r| {
-            let c = stored.iter().position(|c| c.resource == r).map(|i| stored.swap_remove(i));
+            let c = stored
+                .iter()
+                .position(|c| c.resource == r)
+                .map(|i| stored.swap_remove(i));
             CheckpointView::new(r, c, now)
         })
         .collect();
-    Ok(Json(List { data, next_cursor: None }))
+    Ok(Json(List {
+        data,
+        next_cursor: None,
+    }))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -248,7 +267,10 @@ pub async fn list_records(
 ) -> ApiResult<Json<List<RecordView>>> {
     let conn = visible(&app, &caller, &id).await?;
     known_resource(&app, &conn, &resource)?;
-    let page = app.store.list_records(&caller.scope(), &id, &resource, &q.page()?).await?;
+    let page = app
+        .store
+        .list_records(&caller.scope(), &id, &resource, &q.page()?)
+        .await?;
     Ok(Json(List::from_page(page, RecordView::from)))
 }
 
@@ -321,7 +343,9 @@ pub async fn list_changes(
 ) -> ApiResult<Json<List<ChangeView>>> {
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::unprocessable(format!("field `limit`: must be between 1 and {MAX_LIMIT}")));
+        return Err(ApiError::unprocessable(format!(
+            "field `limit`: must be between 1 and {MAX_LIMIT}"
+        )));
     }
     let after = match (&q.cursor, q.after) {
         (Some(c), _) => decode_cursor(c)
@@ -334,7 +358,13 @@ pub async fn list_changes(
     }
     let changes = app
         .store
-        .list_changes(&caller.scope(), caller.visible(), q.connection_id.as_deref(), after, limit)
+        .list_changes(
+            &caller.scope(),
+            caller.visible(),
+            q.connection_id.as_deref(),
+            after,
+            limit,
+        )
         .await?;
     let next_cursor = (changes.len() as i64 == limit)
         .then(|| changes.last().map(|c| encode_cursor(&c.seq.to_string())))

@@ -9,7 +9,8 @@
 use super::plan::{missing_credentials, SyncSettings};
 use super::{link, start_syncs, syncs, Reason};
 use crate::api::error::{ApiError, ApiResult};
-use crate::api::extract::{request_id, ApiJson, ApiPath, ApiQuery, Caller};
+use crate::api::extract::{ApiJson, ApiPath, ApiQuery, Caller};
+use crate::api::tenants::audit;
 use crate::api::Problem;
 use crate::app::App;
 use crate::clock::rfc3339;
@@ -21,7 +22,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use syncguard_core::role::Role;
 use syncguard_core::signature::WebhookAuth;
-use syncguard_store::audit::NewAudit;
 use syncguard_store::checkpoints::PurgedData;
 use syncguard_store::connections::{Connection, NewConnection, SealedSecrets};
 use syncguard_store::page::PageRequest;
@@ -96,39 +96,17 @@ pub fn split_webhook_secrets(config: &mut Value) -> ApiResult<Option<Vec<String>
     let secrets: Vec<String> = webhook
         .get("secrets")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     if let Some(obj) = webhook.as_object_mut() {
         obj.remove("secrets");
         obj.insert("secret_count".into(), json!(secrets.len()));
     }
     Ok(Some(secrets))
-}
-
-/// Appends an audit entry for an action of `caller`.
-pub async fn audit(
-    app: &App,
-    caller: &Caller,
-    tenant_id: &str,
-    action: &str,
-    target: &str,
-    params: Value,
-) -> ApiResult<()> {
-    let rid = request_id();
-    app.store
-        .append_audit(
-            NewAudit {
-                tenant_id: Some(tenant_id),
-                actor: &caller.key.id,
-                action,
-                target: Some(target),
-                params,
-                request_id: rid.as_deref(),
-            },
-            app.clock.now_ms(),
-        )
-        .await?;
-    Ok(())
 }
 
 /// Checks a connection's config against its provider: fields the provider layer knows, and
@@ -150,18 +128,26 @@ fn check_config(app: &App, provider: &str, config: &Value) -> ApiResult<()> {
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 100
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
 }
 
 /// Seals a JSON value for `connection_id`.
 fn seal(app: &App, connection_id: &str, value: &Value) -> Vec<u8> {
-    app.sealer
-        .seal(value.to_string().as_bytes(), connection_id, &mut rand::rngs::OsRng)
+    app.sealer.seal(
+        value.to_string().as_bytes(),
+        connection_id,
+        &mut rand::rngs::OsRng,
+    )
 }
 
 /// The status a connection starts in: active when it can do its work (complete credentials
 /// for an API provider; credentials or webhook secrets for a webhook-only one), else pending.
-fn initial_status(def: &ProviderDef, credentials: Option<&Value>, has_secrets: bool) -> &'static str {
+fn initial_status(
+    def: &ProviderDef,
+    credentials: Option<&Value>,
+    has_secrets: bool,
+) -> &'static str {
     let ready = match credentials {
         Some(c) if def.has_api() => missing_credentials(def, c).is_empty(),
         Some(_) => true,
@@ -205,13 +191,18 @@ pub async fn create(
         ));
     }
     let def = app.providers.get(&body.provider).ok_or_else(|| {
-        ApiError::unprocessable(format!("field `provider`: unknown provider `{}`", body.provider))
+        ApiError::unprocessable(format!(
+            "field `provider`: unknown provider `{}`",
+            body.provider
+        ))
     })?;
     let mut config = body.config.unwrap_or_else(|| json!({}));
     check_config(app, &body.provider, &config)?;
     let webhook_secrets = split_webhook_secrets(&mut config)?;
     if body.credentials.as_ref().is_some_and(|c| !c.is_object()) {
-        return Err(ApiError::unprocessable("field `credentials`: must be an object"));
+        return Err(ApiError::unprocessable(
+            "field `credentials`: must be an object",
+        ));
     }
     let mut credentials = body.credentials;
     if let Some(code) = &body.auth_code {
@@ -241,9 +232,20 @@ pub async fn create(
             app.clock.now_ms(),
         )
         .await?;
-    let via = if body.auth_code.is_some() { "auth_code" } else { "credentials" };
-    audit(app, caller, &tenant_id, "connection.create", &id,
-        json!({ "provider": conn.provider, "name": conn.name, "via": via, "status": conn.status })).await?;
+    let via = if body.auth_code.is_some() {
+        "auth_code"
+    } else {
+        "credentials"
+    };
+    audit(
+        app,
+        caller,
+        Some(&tenant_id),
+        "connection.create",
+        Some(&id),
+        json!({ "provider": conn.provider, "name": conn.name, "via": via, "status": conn.status }),
+    )
+    .await?;
     if syncs(app, &conn) {
         // The backfill. Should this fail, the next scheduler tick enqueues it all the same.
         if let Err(e) = start_syncs(app, &conn, &[], Reason::Connect, false).await {
@@ -279,10 +281,17 @@ async fn visible_for_admin(app: &App, caller: &Caller, id: &str) -> ApiResult<Co
     Ok(conn)
 }
 
-/// Whether the stored credentials of `conn` hold what its provider's API needs.
-/// Returns the fields missing.
-async fn credentials_complete(app: &App, conn: &Connection, def: &ProviderDef) -> ApiResult<Vec<String>> {
-    let sealed = app.store.connection_secrets(&conn.id).await?.and_then(|s| s.credentials);
+/// The credential fields `conn`'s provider needs that its stored credentials lack.
+async fn missing_stored_credentials(
+    app: &App,
+    conn: &Connection,
+    def: &ProviderDef,
+) -> ApiResult<Vec<String>> {
+    let sealed = app
+        .store
+        .connection_secrets(&conn.id)
+        .await?
+        .and_then(|s| s.credentials);
     let Some(bytes) = sealed else {
         return Ok(vec!["credentials".into()]);
     };
@@ -306,10 +315,15 @@ pub async fn update_connection(
 ) -> ApiResult<Json<ConnectionView>> {
     let conn = visible_for_admin(&app, &caller, &id).await?;
     if conn.status == "disconnected" {
-        return Err(ApiError::conflict("the connection is disconnected; create a new one"));
+        return Err(ApiError::conflict(
+            "the connection is disconnected; create a new one",
+        ));
     }
     let def = app.providers.get(&conn.provider).ok_or_else(|| {
-        ApiError::unprocessable(format!("connection names unknown provider `{}`", conn.provider))
+        ApiError::unprocessable(format!(
+            "connection names unknown provider `{}`",
+            conn.provider
+        ))
     })?;
     let now = app.clock.now_ms();
     let mut changed = Vec::new();
@@ -333,23 +347,54 @@ pub async fn update_connection(
         }
         app.store.set_connection_config(&id, &config, now).await?;
         if let Some(new) = secrets {
-            let old = app.store.connection_secrets(&id).await?.unwrap_or(SealedSecrets { credentials: None, webhook_secrets: None });
+            let old = app
+                .store
+                .connection_secrets(&id)
+                .await?
+                .unwrap_or(SealedSecrets {
+                    credentials: None,
+                    webhook_secrets: None,
+                });
             let webhook_secrets = new.map(|s| seal(&app, &id, &json!(s)));
-            app.store.set_connection_secrets(&id, &SealedSecrets { webhook_secrets, ..old }, now).await?;
+            app.store
+                .set_connection_secrets(
+                    &id,
+                    &SealedSecrets {
+                        webhook_secrets,
+                        ..old
+                    },
+                    now,
+                )
+                .await?;
         }
         app.webhooks.invalidate(&id);
         changed.push("config");
     }
     if let Some(creds) = &body.credentials {
         if !creds.is_object() {
-            return Err(ApiError::unprocessable("field `credentials`: must be an object"));
+            return Err(ApiError::unprocessable(
+                "field `credentials`: must be an object",
+            ));
         }
-        let old = app.store.connection_secrets(&id).await?.unwrap_or(SealedSecrets { credentials: None, webhook_secrets: None });
+        let old = app
+            .store
+            .connection_secrets(&id)
+            .await?
+            .unwrap_or(SealedSecrets {
+                credentials: None,
+                webhook_secrets: None,
+            });
         let credentials = Some(seal(&app, &id, creds));
-        app.store.set_connection_secrets(&id, &SealedSecrets { credentials, ..old }, now).await?;
+        app.store
+            .set_connection_secrets(&id, &SealedSecrets { credentials, ..old }, now)
+            .await?;
         changed.push("credentials");
     }
-    let conn = app.store.get_connection(&Scope::All, None, &id).await?.ok_or_else(|| ApiError::not_found("connection not found"))?;
+    let conn = app
+        .store
+        .get_connection(&Scope::All, None, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("connection not found"))?;
     // New credentials revive a connection that waited for them or whose old ones were refused.
     let wanted = match body.status.as_deref() {
         None if body.credentials.is_some() && matches!(conn.status.as_str(), "pending" | "error") => Some("active"),
@@ -365,24 +410,55 @@ pub async fn update_connection(
         // Without credentials an API provider's connection still receives webhooks; with
         // incomplete ones it would only fail, so it is not activated.
         if to == "active" && def.has_api() && conn.has_credentials {
-            let missing = credentials_complete(&app, &conn, def).await?;
+            let missing = missing_stored_credentials(&app, &conn, def).await?;
             if !missing.is_empty() {
                 return Err(ApiError::unprocessable(format!(
                     "field `credentials`: cannot activate, the credentials lack {}",
-                    missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ")
+                    missing
+                        .iter()
+                        .map(|m| format!("`{m}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )));
             }
         }
-        let action = if to == "paused" { "connection.pause" } else { "connection.resume" };
+        let action = if to == "paused" {
+            "connection.pause"
+        } else {
+            "connection.resume"
+        };
         let reason = format!("{action} by key {}", caller.key.id);
-        let from = app.store.set_connection_status(&id, to, &reason, app.clock.now_ms()).await?;
-        audit(&app, &caller, &conn.tenant_id, action, &id, json!({ "from": from, "to": to })).await?;
+        let from = app
+            .store
+            .set_connection_status(&id, to, &reason, app.clock.now_ms())
+            .await?;
+        audit(
+            &app,
+            &caller,
+            Some(&conn.tenant_id),
+            action,
+            Some(&id),
+            json!({ "from": from, "to": to }),
+        )
+        .await?;
         tracing::info!(connection_id = %id, from = %from, to, "connection status changed");
     }
     if !changed.is_empty() {
-        audit(&app, &caller, &conn.tenant_id, "connection.update", &id, json!({ "changed": changed })).await?;
+        audit(
+            &app,
+            &caller,
+            Some(&conn.tenant_id),
+            "connection.update",
+            Some(&id),
+            json!({ "changed": changed }),
+        )
+        .await?;
     }
-    let after = app.store.get_connection(&Scope::All, None, &id).await?.ok_or_else(|| ApiError::not_found("connection not found"))?;
+    let after = app
+        .store
+        .get_connection(&Scope::All, None, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("connection not found"))?;
     if after.status == "active" && conn.status != "active" && syncs(&app, &after) {
         start_syncs(&app, &after, &[], Reason::Resume, false).await?;
     }
@@ -423,20 +499,43 @@ pub async fn disconnect(
     // accepted and no sync is scheduled.
     let from = app
         .store
-        .set_connection_status(&id, "disconnected", &format!("disconnected by key {}", caller.key.id), now)
+        .set_connection_status(
+            &id,
+            "disconnected",
+            &format!("disconnected by key {}", caller.key.id),
+            now,
+        )
         .await?;
     app.store
-        .set_connection_secrets(&id, &SealedSecrets { credentials: None, webhook_secrets: None }, now)
+        .set_connection_secrets(
+            &id,
+            &SealedSecrets {
+                credentials: None,
+                webhook_secrets: None,
+            },
+            now,
+        )
         .await?;
     app.webhooks.invalidate(&id);
     let cancelled_jobs = cancel_jobs(&app, &id).await?;
     let stopped = app.sync.stop_connection(&id);
-    let purged = if q.purge { Some(app.store.purge_sync_data(&id).await?) } else { None };
-    audit(&app, &caller, &conn.tenant_id, "connection.disconnect", &id,
-        json!({ "from": from, "purge": q.purge, "cancelled_jobs": cancelled_jobs, "purged": purged })).await?;
+    let purged = if q.purge {
+        Some(app.store.purge_sync_data(&id).await?)
+    } else {
+        None
+    };
+    audit(&app, &caller, Some(&conn.tenant_id), "connection.disconnect", Some(&id), json!({ "from": from, "purge": q.purge, "cancelled_jobs": cancelled_jobs, "purged": purged })).await?;
     tracing::info!(connection_id = %id, cancelled_jobs, stopped_here = stopped, purge = q.purge, "connection disconnected");
-    let conn = app.store.get_connection(&Scope::All, None, &id).await?.ok_or_else(|| ApiError::not_found("connection not found"))?;
-    Ok(Json(Disconnected { connection: conn.into(), cancelled_jobs, purged }))
+    let conn = app
+        .store
+        .get_connection(&Scope::All, None, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("connection not found"))?;
+    Ok(Json(Disconnected {
+        connection: conn.into(),
+        cancelled_jobs,
+        purged,
+    }))
 }
 
 /// Cancels every queued and running job of a connection; returns how many.
@@ -449,14 +548,25 @@ async fn cancel_jobs(app: &App, connection_id: &str) -> ApiResult<u64> {
             ..Default::default()
         };
         loop {
-            let page = PageRequest { after: None, limit: 500 };
-            let jobs = app.store.list_jobs(&Scope::All, &filter, &page).await?.items;
+            let page = PageRequest {
+                after: None,
+                limit: 500,
+            };
+            let jobs = app
+                .store
+                .list_jobs(&Scope::All, &filter, &page)
+                .await?
+                .items;
             if jobs.is_empty() {
                 break;
             }
             let mut progress = false;
             for job in jobs {
-                match app.store.cancel_job(&Scope::All, None, job.id, app.clock.now_ms()).await {
+                match app
+                    .store
+                    .cancel_job(&Scope::All, None, job.id, app.clock.now_ms())
+                    .await
+                {
                     Ok(_) => {
                         cancelled += 1;
                         progress = true;

@@ -9,9 +9,9 @@
 //! access token. The calls are one-off admin actions, so they bypass the connection's limiter
 //! and breaker (there is no connection yet) but use the provider HTTP client and its timeout.
 
-use super::connections::audit;
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::extract::{ApiJson, Caller};
+use crate::api::tenants::audit;
 use crate::api::Problem;
 use crate::app::App;
 use crate::provider::definition::ProviderDef;
@@ -53,7 +53,9 @@ pub fn flow_for(provider: &str) -> Option<&'static LinkFlow> {
 }
 
 fn no_flow(field: &str, provider: &str) -> ApiError {
-    ApiError::unprocessable(format!("field `{field}`: provider `{provider}` has no link flow"))
+    ApiError::unprocessable(format!(
+        "field `{field}`: provider `{provider}` has no link flow"
+    ))
 }
 
 /// The base URL a connection with `config` would call.
@@ -87,7 +89,8 @@ async fn call(
             ))
         })?;
     let url = format!("{}{path}", base_url(def, config)?);
-    let bad_gateway = |detail: String| ApiError::new(StatusCode::BAD_GATEWAY, "bad_gateway", detail);
+    let bad_gateway =
+        |detail: String| ApiError::new(StatusCode::BAD_GATEWAY, "bad_gateway", detail);
     let resp = app
         .providers
         .http()
@@ -98,17 +101,36 @@ async fn call(
         .send()
         .await
         .map_err(|e| {
-            let what = if e.is_timeout() { "timed out" } else if e.is_connect() { "connection failed" } else { "request failed" };
-            bad_gateway(format!("the link flow of `{}` did not answer: {what}", def.name))
+            let what = if e.is_timeout() {
+                "timed out"
+            } else if e.is_connect() {
+                "connection failed"
+            } else {
+                "request failed"
+            };
+            bad_gateway(format!(
+                "the link flow of `{}` did not answer: {what}",
+                def.name
+            ))
         })?;
     let status = resp.status();
     let answer: Value = resp.json().await.unwrap_or(Value::Null);
     if status.is_client_error() {
-        let why = answer.get("message").or(answer.get("error")).and_then(Value::as_str).unwrap_or("refused");
-        return Err(ApiError::unprocessable(format!("the link flow of `{}` refused: {why} ({status})", def.name)));
+        let why = answer
+            .get("message")
+            .or(answer.get("error"))
+            .and_then(Value::as_str)
+            .unwrap_or("refused");
+        return Err(ApiError::unprocessable(format!(
+            "the link flow of `{}` refused: {why} ({status})",
+            def.name
+        )));
     }
     if !status.is_success() {
-        return Err(bad_gateway(format!("the link flow of `{}` answered {status}", def.name)));
+        return Err(bad_gateway(format!(
+            "the link flow of `{}` answered {status}",
+            def.name
+        )));
     }
     Ok(answer)
 }
@@ -123,20 +145,34 @@ pub async fn exchange(
 ) -> ApiResult<Map<String, Value>> {
     let flow = flow_for(&def.name).ok_or_else(|| no_flow("auth_code", &def.name))?;
     if auth_code.trim().is_empty() {
-        return Err(ApiError::unprocessable("field `auth_code`: must not be empty"));
+        return Err(ApiError::unprocessable(
+            "field `auth_code`: must not be empty",
+        ));
     }
-    let answer = call(app, def, flow, config, account, flow.exchange_path, json!({ "auth_code": auth_code }))
-        .await
-        .map_err(|e| match e.status {
-            StatusCode::UNPROCESSABLE_ENTITY if !e.detail.starts_with("field") => {
-                ApiError::unprocessable(format!("field `auth_code`: {}", e.detail))
-            }
-            _ => e,
-        })?;
+    let answer = call(
+        app,
+        def,
+        flow,
+        config,
+        account,
+        flow.exchange_path,
+        json!({ "auth_code": auth_code }),
+    )
+    .await
+    .map_err(|e| match e.status {
+        StatusCode::UNPROCESSABLE_ENTITY if !e.detail.starts_with("field") => {
+            ApiError::unprocessable(format!("field `auth_code`: {}", e.detail))
+        }
+        _ => e,
+    })?;
     let mut out = Map::new();
     for (from, to) in flow.yields {
         let value = answer.get(*from).filter(|v| v.is_string()).ok_or_else(|| {
-            ApiError::new(StatusCode::BAD_GATEWAY, "bad_gateway", format!("the exchange answer of `{}` has no `{from}`", def.name))
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "bad_gateway",
+                format!("the exchange answer of `{}` has no `{from}`", def.name),
+            )
         })?;
         out.insert((*to).to_string(), value.clone());
     }
@@ -178,7 +214,11 @@ pub async fn create_link_token(
         (Some(own), None) => own.to_string(),
         (Some(own), Some(asked)) if asked == own => own.to_string(),
         (Some(_), Some(_)) => return Err(ApiError::not_found("tenant not found")),
-        (None, None) => return Err(ApiError::unprocessable("field `tenant_id`: required with a platform key")),
+        (None, None) => {
+            return Err(ApiError::unprocessable(
+                "field `tenant_id`: required with a platform key",
+            ))
+        }
         (None, Some(asked)) => {
             app.store
                 .get_tenant(&syncguard_store::Scope::All, asked)
@@ -188,19 +228,51 @@ pub async fn create_link_token(
         }
     };
     let def = app.providers.get(&body.provider).ok_or_else(|| {
-        ApiError::unprocessable(format!("field `provider`: unknown provider `{}`", body.provider))
+        ApiError::unprocessable(format!(
+            "field `provider`: unknown provider `{}`",
+            body.provider
+        ))
     })?;
     let flow = flow_for(&def.name).ok_or_else(|| no_flow("provider", &def.name))?;
     let config = body.config.unwrap_or_else(|| json!({}));
     app.providers
         .check_connection(&def.name, &config)
         .map_err(ApiError::unprocessable)?;
-    let answer = call(&app, def, flow, &config, &body.credentials, flow.token_path, json!({})).await?;
+    let answer = call(
+        &app,
+        def,
+        flow,
+        &config,
+        &body.credentials,
+        flow.token_path,
+        json!({}),
+    )
+    .await?;
     let link_token = answer
         .get("link_token")
         .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::new(StatusCode::BAD_GATEWAY, "bad_gateway", "the answer has no `link_token`"))?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "bad_gateway",
+                "the answer has no `link_token`",
+            )
+        })?
         .to_string();
-    audit(&app, &caller, &tenant_id, "connection.link_token", &def.name, json!({ "provider": def.name })).await?;
-    Ok((StatusCode::CREATED, Json(LinkToken { provider: def.name.clone(), link_token })))
+    audit(
+        &app,
+        &caller,
+        Some(&tenant_id),
+        "connection.link_token",
+        Some(&def.name),
+        json!({ "provider": def.name }),
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(LinkToken {
+            provider: def.name.clone(),
+            link_token,
+        }),
+    ))
 }

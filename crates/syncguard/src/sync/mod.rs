@@ -162,15 +162,17 @@ impl SyncState {
         runs.len()
     }
 
-    /// Whether this node already scheduled `slot` for the pair; records it if not.
-    fn first_time(&self, connection_id: &str, resource: &str, slot: i64) -> bool {
-        let mut seen = self.scheduled.lock().expect("sync schedule lock");
+    /// Whether this node already scheduled `slot` (or a later one) for the pair.
+    fn scheduled(&self, connection_id: &str, resource: &str, slot: i64) -> bool {
+        let seen = self.scheduled.lock().expect("sync schedule lock");
         let key = (connection_id.to_string(), resource.to_string());
-        if seen.get(&key).is_some_and(|s| *s >= slot) {
-            return false;
-        }
-        seen.insert(key, slot);
-        true
+        seen.get(&key).is_some_and(|s| *s >= slot)
+    }
+
+    /// Remembers that `slot` of the pair is in the store's slot table.
+    fn mark_scheduled(&self, connection_id: &str, resource: &str, slot: i64) {
+        let mut seen = self.scheduled.lock().expect("sync schedule lock");
+        seen.insert((connection_id.to_string(), resource.to_string()), slot);
     }
 }
 
@@ -200,14 +202,23 @@ pub fn unique_key(connection_id: &str, resource: &str) -> String {
 }
 
 /// A `sync.resource` job for one resource of `connection`.
-pub fn sync_job(app: &App, connection: &Connection, resource: &str, reason: Reason, full: bool) -> NewJob {
+pub fn sync_job(
+    app: &App,
+    connection: &Connection,
+    resource: &str,
+    reason: Reason,
+    full: bool,
+) -> NewJob {
     let payload = SyncPayload {
         connection_id: connection.id.clone(),
         resource: resource.to_string(),
         full,
         reason,
     };
-    let mut job = NewJob::new(SYNC_KIND, serde_json::to_value(payload).expect("payload serializes"));
+    let mut job = NewJob::new(
+        SYNC_KIND,
+        serde_json::to_value(payload).expect("payload serializes"),
+    );
     job.tenant_id = Some(connection.tenant_id.clone());
     job.connection_id = Some(connection.id.clone());
     job.max_attempts = app.settings().max_attempts(SYNC_KIND);
@@ -263,7 +274,10 @@ pub fn syncs(app: &App, connection: &Connection) -> bool {
 pub fn routes() -> OpenApiRouter<App> {
     OpenApiRouter::new()
         .routes(routes!(link::create_link_token))
-        .routes(routes!(connections::update_connection, connections::disconnect))
+        .routes(routes!(
+            connections::update_connection,
+            connections::disconnect
+        ))
         .routes(routes!(api::start_sync))
         .routes(routes!(api::list_checkpoints))
         .routes(routes!(api::list_records))

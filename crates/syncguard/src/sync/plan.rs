@@ -25,21 +25,17 @@ pub struct SyncSettings {
 impl SyncSettings {
     /// Reads and checks the settings; the error names the field, for a 422.
     pub fn from_config(config: &Value, def: &ProviderDef) -> Result<SyncSettings, String> {
-        let int = |key: &str, default: i64, range: std::ops::RangeInclusive<i64>| match config
-            .get(key)
-        {
-            None | Some(Value::Null) => Ok(default),
-            Some(v) => v
-                .as_i64()
-                .filter(|n| range.contains(n))
-                .ok_or_else(|| {
+        let int =
+            |key: &str, default: i64, range: std::ops::RangeInclusive<i64>| match config.get(key) {
+                None | Some(Value::Null) => Ok(default),
+                Some(v) => v.as_i64().filter(|n| range.contains(n)).ok_or_else(|| {
                     format!(
                         "field `config.{key}`: expected a whole number from {} to {}",
                         range.start(),
                         range.end()
                     )
                 }),
-        };
+            };
         let resources = match config.get("resources") {
             Some(Value::Array(names)) => {
                 let mut out = Vec::with_capacity(names.len());
@@ -62,7 +58,8 @@ impl SyncSettings {
         };
         Ok(SyncSettings {
             resources,
-            interval_ms: int("sync_interval_s", 300, 10..=7 * 86_400)? * 1_000,
+            // The scheduler looks every minute: shorter intervals could not be kept.
+            interval_ms: int("sync_interval_s", 300, 60..=7 * 86_400)? * 1_000,
             backfill_days: int("backfill_days", 30, 0..=3_650)?,
             overlap_ms: int("sync_overlap_s", 120, 0..=86_400)? * 1_000,
         })
@@ -130,32 +127,36 @@ pub fn phase_of(connection_id: &str, resource: &str, interval_ms: i64) -> i64 {
     (n % interval_ms.max(1) as u64) as i64
 }
 
-/// The slots due at `now`: the current one, and the next one once `now` is within `lookahead`
-/// of its start, so that its ±10 % jitter can fall on either side of the nominal time even
-/// though the scheduler only looks every so often. `jitter_units` are uniform in `[0, 1)`, one
-/// per slot.
-pub fn due_slots(
+/// How long before a slot's start the tick schedules it: past the jitter and a late tick, but
+/// at most half an interval, so the previous slot's run has long been and gone.
+pub fn lookahead(interval_ms: i64) -> i64 {
+    (interval_ms / 10 + super::tick::TICK_INTERVAL_MS * 3 / 2).min(interval_ms / 2)
+}
+
+/// The slot to schedule at `now`: the next one once `now` is within `lookahead` of its start
+/// (so its ±10 % jitter can fall on either side of the nominal time although the scheduler only
+/// looks every so often), else the current one (a connection that is new or resumed catches
+/// up). `jitter_unit` is uniform in `[0, 1)`.
+pub fn due_slot(
     phase: i64,
     interval_ms: i64,
     now: Millis,
     lookahead: i64,
-    jitter_units: [f64; 2],
-) -> Vec<Slot> {
+    jitter_unit: f64,
+) -> Slot {
     let current = (now - phase).div_euclid(interval_ms);
-    let at = |slot: i64, unit: f64| {
-        let start = slot * interval_ms + phase;
-        let jitter = ((unit * 2.0 - 1.0) * 0.1 * interval_ms as f64) as i64;
-        Slot {
-            slot,
-            run_at: (start + jitter).max(now),
-        }
-    };
-    let mut out = vec![at(current, jitter_units[0])];
     let next_start = (current + 1) * interval_ms + phase;
-    if now >= next_start - lookahead {
-        out.push(at(current + 1, jitter_units[1]));
+    let slot = if now >= next_start - lookahead {
+        current + 1
+    } else {
+        current
+    };
+    let start = slot * interval_ms + phase;
+    let jitter = ((jitter_unit * 2.0 - 1.0) * 0.1 * interval_ms as f64) as i64;
+    Slot {
+        slot,
+        run_at: (start + jitter).max(now),
     }
-    out
 }
 
 /// The credential fields an API's auth needs that `credentials` lacks (empty: complete).
@@ -221,11 +222,21 @@ mod tests {
     #[test]
     fn settings_default_to_the_spec_and_name_bad_fields() {
         let s = settings();
-        assert_eq!((s.interval_ms, s.backfill_days, s.overlap_ms), (300_000, 30, 120_000));
-        assert_eq!(s.resources, ["inbound-shipments", "inventory", "orders", "products"]);
+        assert_eq!(
+            (s.interval_ms, s.backfill_days, s.overlap_ms),
+            (300_000, 30, 120_000)
+        );
+        assert_eq!(
+            s.resources,
+            ["inbound-shipments", "inventory", "orders", "products"]
+        );
         let c = json!({"resources": ["orders"], "sync_interval_s": 60, "backfill_days": 7});
+        assert!(SyncSettings::from_config(&json!({"sync_interval_s": 59}), &def()).is_err());
         let s = SyncSettings::from_config(&c, &def()).unwrap();
-        assert_eq!((s.resources, s.interval_ms, s.backfill_days), (vec!["orders".to_string()], 60_000, 7));
+        assert_eq!(
+            (s.resources, s.interval_ms, s.backfill_days),
+            (vec!["orders".to_string()], 60_000, 7)
+        );
         let e = SyncSettings::from_config(&json!({"sync_interval_s": 0}), &def()).unwrap_err();
         assert!(e.contains("config.sync_interval_s"), "{e}");
         let e = SyncSettings::from_config(&json!({"resources": ["shoes"]}), &def()).unwrap_err();
@@ -244,12 +255,23 @@ mod tests {
         let s = settings();
         let cp = checkpoint(Some(NOW - 600_000), Some(NOW - 300_000), true);
         let run = plan_run(Some(&cp), &s, false, true, NOW).unwrap();
-        assert_eq!((run.since, run.backfill), (Some(NOW - 600_000 - 120_000), false));
+        assert_eq!(
+            (run.since, run.backfill),
+            (Some(NOW - 600_000 - 120_000), false)
+        );
         // The cursor ran ahead of the previous run's start (objects changed while it listed).
         let ahead = checkpoint(Some(NOW - 10_000), Some(NOW - 300_000), true);
-        assert_eq!(plan_run(Some(&ahead), &s, false, true, NOW).unwrap().since, Some(NOW - 420_000));
+        assert_eq!(
+            plan_run(Some(&ahead), &s, false, true, NOW).unwrap().since,
+            Some(NOW - 420_000)
+        );
         let no_cursor = checkpoint(None, None, true);
-        assert_eq!(plan_run(Some(&no_cursor), &s, false, true, NOW).unwrap().since, Some(NOW - 30 * DAY_MS - 120_000));
+        assert_eq!(
+            plan_run(Some(&no_cursor), &s, false, true, NOW)
+                .unwrap()
+                .since,
+            Some(NOW - 30 * DAY_MS - 120_000)
+        );
     }
 
     #[test]
@@ -280,19 +302,37 @@ mod tests {
         assert_eq!(phase, phase_of("con_1", "orders", interval), "stable");
         assert_ne!(phase, phase_of("con_2", "orders", interval));
         let start = 1_000 * interval + phase;
-        // Just after a slot starts: only it is due, at once or up to 10 % later.
-        let due = due_slots(phase, interval, start + 1, 90_000, [1.0, 0.0]);
-        assert_eq!(due, vec![Slot { slot: 1_000, run_at: start + 30_000 }]);
-        assert_eq!(due_slots(phase, interval, start + 1, 90_000, [0.0, 0.0])[0].run_at, start + 1);
-        // Within the lookahead of the next start: the next slot too, possibly early.
-        let due = due_slots(phase, interval, start + interval - 60_000, 90_000, [0.5, 0.0]);
-        assert_eq!(due[1], Slot { slot: 1_001, run_at: start + interval - 30_000 });
+        // Just after a slot starts: it is due, at once or up to 10 % later.
+        let due = due_slot(phase, interval, start + 1, 90_000, 1.0);
+        assert_eq!(
+            due,
+            Slot {
+                slot: 1_000,
+                run_at: start + 30_000
+            }
+        );
+        assert_eq!(
+            due_slot(phase, interval, start + 1, 90_000, 0.0).run_at,
+            start + 1
+        );
+        // Within the lookahead of the next start: the next slot, possibly early.
+        let due = due_slot(phase, interval, start + interval - 60_000, 90_000, 0.0);
+        assert_eq!(
+            due,
+            Slot {
+                slot: 1_001,
+                run_at: start + interval - 30_000
+            }
+        );
     }
 
     #[test]
     fn credentials_are_complete_when_every_auth_field_is_there() {
         let d = def();
-        assert_eq!(missing_credentials(&d, &json!({"api_key": "k"})), ["access_token"]);
+        assert_eq!(
+            missing_credentials(&d, &json!({"api_key": "k"})),
+            ["access_token"]
+        );
         assert!(missing_credentials(&d, &json!({"api_key": "k", "access_token": "t"})).is_empty());
     }
 }

@@ -41,15 +41,25 @@ pub async fn refetch(ctx: JobContext) -> Result<(), JobError> {
     let client = app.providers.client(&app, &conn).await?;
     let res = client.resource(&p.resource)?;
     if res.get.is_none() {
-        start_syncs(&app, &conn, std::slice::from_ref(&p.resource), Reason::Refetch, false)
-            .await
-            .map_err(store_failed)?;
+        start_syncs(
+            &app,
+            &conn,
+            std::slice::from_ref(&p.resource),
+            Reason::Refetch,
+            false,
+        )
+        .await
+        .map_err(store_failed)?;
         return Ok(());
     }
     let fetched = client.get(&p.resource, &p.external_id).await;
     let now = app.clock.now_ms();
     let (ok, failed) = if fetched.is_ok() { (1, 0) } else { (0, 1) };
-    if let Err(e) = app.store.record_call_outcomes(&conn.tenant_id, &conn.id, ok, failed, now).await {
+    if let Err(e) = app
+        .store
+        .record_call_outcomes(&conn.tenant_id, &conn.id, ok, failed, now)
+        .await
+    {
         tracing::warn!(error = %e, "recording the refetch outcome failed");
     }
     let write = match fetched? {
@@ -61,7 +71,15 @@ pub async fn refetch(ctx: JobContext) -> Result<(), JobError> {
     };
     let change = app
         .store
-        .apply_record(&conn.tenant_id, &conn.id, &p.resource, &p.external_id, &write, "refetch", now)
+        .apply_record(
+            &conn.tenant_id,
+            &conn.id,
+            &p.resource,
+            &p.external_id,
+            &write,
+            "refetch",
+            now,
+        )
         .await
         .map_err(store_failed)?;
     tracing::debug!(connection_id = %conn.id, resource = %p.resource, external_id = %p.external_id,

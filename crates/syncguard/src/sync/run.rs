@@ -143,7 +143,11 @@ impl Run<'_> {
             .map_err(store_failed)?;
         let run = cp.run.clone().expect("a run was begun or is in progress");
         let resumed = start.is_none();
-        tracing::info!(since = ?run.since, backfill = run.backfill, full = run.full, resumed,
+        let since = run
+            .since
+            .map(crate::clock::rfc3339)
+            .unwrap_or_else(|| "(everything)".into());
+        tracing::info!(since = %since, backfill = run.backfill, full = run.full, resumed,
             pages_done = run.pages, "sync run starts");
         let mut cursor = RunCursor {
             started_at: run.started_at,
@@ -171,7 +175,9 @@ impl Run<'_> {
                     since: restart.since,
                     token: None,
                 };
-                self.fetch(&client, &cursor).await.map_err(|e| e.into_job())?
+                self.fetch(&client, &cursor)
+                    .await
+                    .map_err(|e| e.into_job())?
             }
             Err(e) => return Err(e.into_job()),
         };
@@ -319,7 +325,12 @@ impl Run<'_> {
             Err(_) => {} // the next commit finds out
         }
         match store.get_job(&Scope::All, None, self.job_id).await {
-            Ok(Some(j)) if j.state == JobState::Running && j.locked_by.as_deref() == Some(&self.app.worker_id) => None,
+            Ok(Some(j))
+                if j.state == JobState::Running
+                    && j.locked_by.as_deref() == Some(&self.app.worker_id) =>
+            {
+                None
+            }
             Ok(_) => Some("the job was cancelled or taken over"),
             Err(_) => None,
         }
@@ -332,7 +343,11 @@ impl Run<'_> {
         let now = app.clock.now_ms();
         tracing::warn!(class = %e.class, status = ?e.status, error = %e.message, "sync call failed");
         if e.class != ErrorClass::CircuitOpen {
-            if let Err(se) = app.store.record_sync_failure(self.key(), &e.message, now).await {
+            if let Err(se) = app
+                .store
+                .record_sync_failure(self.key(), &e.message, now)
+                .await
+            {
                 tracing::warn!(error = %se, "recording the sync failure failed");
             }
         }

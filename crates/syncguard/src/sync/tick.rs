@@ -7,7 +7,7 @@
 //! (`Store::schedule_periodic`), so it is enqueued once however many nodes tick. Paused,
 //! failed, pending and disconnected connections are not scheduled.
 
-use super::plan::{due_slots, phase_of, SyncSettings};
+use super::plan::{due_slot, lookahead, phase_of, SyncSettings};
 use super::{sync_job, syncs, Reason};
 use crate::app::App;
 use crate::engine::handler::{JobContext, JobError};
@@ -35,7 +35,11 @@ pub async fn tick(ctx: JobContext) -> Result<(), JobError> {
     let report = run_tick(&ctx.app)
         .await
         .map_err(|e| JobError::transient(format!("store: {e}")))?;
-    tracing::debug!(connections = report.connections, scheduled = report.scheduled, "sync tick");
+    tracing::debug!(
+        connections = report.connections,
+        scheduled = report.scheduled,
+        "sync tick"
+    );
     Ok(())
 }
 
@@ -43,11 +47,16 @@ pub async fn tick(ctx: JobContext) -> Result<(), JobError> {
 pub async fn run_tick(app: &App) -> Result<TickReport, StoreError> {
     let now = app.clock.now_ms();
     let mut report = TickReport::default();
-    let mut page = PageRequest { after: None, limit: 500 };
+    let mut page = PageRequest {
+        after: None,
+        limit: 500,
+    };
     loop {
         let batch = app.store.list_connections(&Scope::All, None, &page).await?;
         for conn in batch.items.iter().filter(|c| syncs(app, c)) {
-            let Some(def) = app.providers.get(&conn.provider) else { continue };
+            let Some(def) = app.providers.get(&conn.provider) else {
+                continue;
+            };
             let settings = match SyncSettings::from_config(&conn.config, def) {
                 Ok(s) => s,
                 Err(e) => {
@@ -58,22 +67,34 @@ pub async fn run_tick(app: &App) -> Result<TickReport, StoreError> {
             report.connections += 1;
             for resource in &settings.resources {
                 let phase = phase_of(&conn.id, resource, settings.interval_ms);
-                let units = {
-                    let mut rng = rand::thread_rng();
-                    [rng.gen::<f64>(), rng.gen::<f64>()]
-                };
-                let lookahead = settings.interval_ms / 10 + TICK_INTERVAL_MS * 3 / 2;
-                for slot in due_slots(phase, settings.interval_ms, now, lookahead, units) {
-                    if !app.sync.first_time(&conn.id, resource, slot.slot) {
-                        continue;
-                    }
-                    let mut job = sync_job(app, conn, resource, Reason::Schedule, false);
-                    job.run_at = Some(slot.run_at);
-                    let name = format!("{}:{}", super::unique_key(&conn.id, resource), settings.interval_ms);
-                    if app.store.schedule_periodic(&name, slot.slot, &job, now).await?.is_some() {
-                        report.scheduled += 1;
-                    }
+                let unit = rand::thread_rng().gen::<f64>();
+                let slot = due_slot(
+                    phase,
+                    settings.interval_ms,
+                    now,
+                    lookahead(settings.interval_ms),
+                    unit,
+                );
+                if app.sync.scheduled(&conn.id, resource, slot.slot) {
+                    continue;
                 }
+                let mut job = sync_job(app, conn, resource, Reason::Schedule, false);
+                job.run_at = Some(slot.run_at);
+                // Slot numbers count intervals, so the name carries the interval they count.
+                let name = format!(
+                    "{}:{}",
+                    super::unique_key(&conn.id, resource),
+                    settings.interval_ms
+                );
+                if app
+                    .store
+                    .schedule_periodic(&name, slot.slot, &job, now)
+                    .await?
+                    .is_some()
+                {
+                    report.scheduled += 1;
+                }
+                app.sync.mark_scheduled(&conn.id, resource, slot.slot);
             }
         }
         match batch.next_cursor {
@@ -81,7 +102,9 @@ pub async fn run_tick(app: &App) -> Result<TickReport, StoreError> {
             None => break,
         }
     }
-    app.store.purge_sync_outcomes(now - OUTCOME_RETENTION_MS).await?;
+    app.store
+        .purge_sync_outcomes(now - OUTCOME_RETENTION_MS)
+        .await?;
     if report.scheduled > 0 {
         app.job_notify.notify_one();
     }
@@ -90,12 +113,14 @@ pub async fn run_tick(app: &App) -> Result<TickReport, StoreError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::plan::lookahead;
+
     #[test]
-    fn the_tick_looks_far_enough_ahead_for_the_jitter() {
-        // The next slot must be claimed before its earliest jittered start (-10 %), though the
-        // tick itself may run up to 10 % late.
-        let interval = 300_000;
-        let lookahead = interval / 10 + super::TICK_INTERVAL_MS * 3 / 2;
-        assert!(lookahead >= interval / 10 + super::TICK_INTERVAL_MS + super::TICK_INTERVAL_MS / 10);
+    fn the_tick_looks_ahead_past_the_jitter_but_not_past_half_an_interval() {
+        // A tick may come up to 10 % late; the next slot must be claimed before its earliest
+        // jittered start (-10 %), yet not so early that the current slot's run is still queued.
+        let five_minutes = 300_000;
+        assert!(lookahead(five_minutes) >= five_minutes / 10 + super::TICK_INTERVAL_MS * 11 / 10);
+        assert_eq!(lookahead(60_000), 30_000);
     }
 }

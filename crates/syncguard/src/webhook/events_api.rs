@@ -4,7 +4,8 @@
 
 use super::{process, PROCESS_KIND};
 use crate::api::error::{ApiError, ApiResult};
-use crate::api::extract::{request_id, ApiJson, ApiQuery, Caller, ListParams};
+use crate::api::extract::{ApiJson, ApiQuery, Caller, ListParams};
+use crate::api::tenants::audit;
 use crate::api::views::{JobView, List};
 use crate::api::Problem;
 use crate::app::App;
@@ -14,7 +15,6 @@ use axum::Json;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use syncguard_core::role::Role;
-use syncguard_store::audit::NewAudit;
 use syncguard_store::events::{
     EventFilter, EventReplayRequest, EventStatus, InboundEvent, REPLAY_MAX,
 };
@@ -295,20 +295,15 @@ pub async fn replay_events(
         "stagger_ms": body.stagger_ms, "matched": r.matched, "replayed": r.replayed,
         "event_ids": r.event_ids, "job_ids": r.job_ids,
     });
-    let rid = request_id();
-    app.store
-        .append_audit(
-            NewAudit {
-                tenant_id: caller.tenant_id(),
-                actor: &caller.key.id,
-                action: "event.replay",
-                target: None,
-                params,
-                request_id: rid.as_deref(),
-            },
-            now,
-        )
-        .await?;
+    audit(
+        &app,
+        &caller,
+        caller.tenant_id(),
+        "event.replay",
+        None,
+        params,
+    )
+    .await?;
     if r.replayed > 0 {
         app.job_notify.notify_one();
     }
