@@ -54,6 +54,8 @@ pub async fn serve(
     let (sealer, key_source) = crate::secrets::load_sealer(&config)?;
     let store = app::open_store(&config).await?;
     let clock = Arc::new(SystemClock);
+    // Built before anything is announced: a bad provider definition stops the start here.
+    let app = App::new(config.clone(), store.clone(), clock.clone(), sealer.clone())?;
     let bootstrap = app::bootstrap_key(&store, clock.now_ms()).await?;
     let listener = tokio::net::TcpListener::bind(config.listen_addr())
         .await
@@ -91,7 +93,6 @@ pub async fn serve(
         Bootstrap::Existing => {}
     }
     tracing::info!(addr = %addr, store = store.backend().as_str(), config = %config_source, "syncguard started");
-    let app = App::new(config, store, clock, sealer)?;
     tokio::spawn(reload_on_sighup(app.clone(), config_path, overrides));
     app::run(app, listener, Handlers::builtin(), app::shutdown_signal()).await?;
     tracing::info!("syncguard stopped");

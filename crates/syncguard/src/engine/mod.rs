@@ -359,6 +359,7 @@ async fn rescue_loop(app: App, cancel: CancellationToken) {
 /// Refreshes the queue-depth gauges from the store every few seconds (never per scrape).
 pub async fn gauge_loop(app: App, cancel: CancellationToken) {
     loop {
+        app.providers.refresh_gauges(&app).await;
         match app.store.job_counts().await {
             Ok(counts) => {
                 for (state, n) in counts {

@@ -111,7 +111,7 @@ async fn replay_runs_a_fresh_job_and_dry_run_changes_nothing(backend: Backend) {
     )
     .await;
 
-    let before = app.get("/v1/jobs", PLATFORM_KEY).await.1;
+    let before = app.get("/v1/jobs?kind=noop", PLATFORM_KEY).await.1;
     let (s, dry) = app
         .post(
             "/v1/dead-letters/replay",
@@ -125,7 +125,7 @@ async fn replay_runs_a_fresh_job_and_dry_run_changes_nothing(backend: Backend) {
         "{dry}"
     );
     assert_eq!(
-        app.get("/v1/jobs", PLATFORM_KEY).await.1,
+        app.get("/v1/jobs?kind=noop", PLATFORM_KEY).await.1,
         before,
         "dry run changed nothing"
     );

@@ -369,8 +369,8 @@ async fn oversized_bodies_are_refused_before_being_buffered(backend: Backend) {
     );
     assert_eq!(
         received_total(&app, "trackstar", "too_large").await,
-        2,
-        "the streamed ones are counted"
+        3,
+        "every refusal is counted against its provider, declared or streamed"
     );
     assert!(stored(&app, &conn).await.is_empty());
     app.stop().await;
