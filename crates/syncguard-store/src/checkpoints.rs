@@ -287,7 +287,7 @@ impl Store {
             if run != Some((Some(page.run_started_at), page.page_token.map(String::from))) {
                 return Ok(PageCommit::Superseded);
             }
-            let changes = apply_on!(tx, page.writes, "sync", now)?;
+            let changes = apply_on!(tx, backend, page.writes, "sync", now)?;
             let done = page.next_token.is_none();
             let update = sqlx::query(if done { FINISH_RUN } else { ADVANCE_RUN })
                 .bind(page.max_updated_at)

@@ -8,7 +8,7 @@
 //! ([`event_id_floor`]) rather than a scan of the whole table.
 
 use crate::queue::JobState;
-use crate::row::DbRow;
+use crate::row::{DbRow, FromDbRow, RowResult};
 use crate::{on_reader, Millis, Result, Store};
 
 /// What health needs of one checkpoint.
@@ -20,6 +20,19 @@ pub struct CheckpointBrief {
     pub run_started_at: Option<Millis>,
     pub backfill_done: bool,
     pub last_error: Option<String>,
+}
+
+impl FromDbRow for CheckpointBrief {
+    fn from_row(r: &impl DbRow) -> RowResult<Self> {
+        Ok(CheckpointBrief {
+            connection_id: r.string("connection_id")?,
+            resource: r.string("resource")?,
+            last_success_at: r.opt_i64("last_success_at")?,
+            run_started_at: r.opt_i64("run_started_at")?,
+            backfill_done: r.bool("backfill_done")?,
+            last_error: r.opt_string("last_error")?,
+        })
+    }
 }
 
 /// Successful and failed sync calls of one connection, per window asked for.
@@ -58,12 +71,10 @@ impl Store {
     /// Every checkpoint, briefly.
     pub async fn checkpoint_briefs(&self) -> Result<Vec<CheckpointBrief>> {
         on_reader!(self, p => {
-            let rows: Vec<(String, String, Option<i64>, Option<i64>, bool, Option<String>)> = sqlx::query_as(
+            let rows = sqlx::query(
                 "SELECT connection_id, resource, last_success_at, run_started_at, backfill_done, last_error FROM sync_checkpoints")
                 .fetch_all(p).await?;
-            Ok(rows.into_iter().map(|(connection_id, resource, last_success_at, run_started_at, backfill_done, last_error)| CheckpointBrief {
-                connection_id, resource, last_success_at, run_started_at, backfill_done, last_error,
-            }).collect())
+            Ok(rows.iter().map(CheckpointBrief::from_row).collect::<RowResult<Vec<_>>>()?)
         })
     }
 

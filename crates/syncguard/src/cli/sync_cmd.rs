@@ -214,54 +214,52 @@ pub async fn health(args: HealthArgs) -> anyhow::Result<()> {
     }
 }
 
+const HEADERS: [&str; 11] = [
+    "ID",
+    "NAME",
+    "STATUS",
+    "CONN",
+    "SYNC_LAG",
+    "HOOK_LAG",
+    "ERR_24H",
+    "FAILS",
+    "QUEUE",
+    "P95_MS",
+    "CIRCUIT/BURN",
+];
+
+/// One connection's row, in the order of [`HEADERS`].
+fn row(c: &Value) -> Vec<String> {
+    let secs = |v: &Value| v.as_f64().map_or("-".into(), |s| format!("{s:.0}s"));
+    vec![
+        text(&c["id"]),
+        text(&c["name"]),
+        text(&c["status"]),
+        text(&c["connection_status"]),
+        secs(&c["sync_lag_s"]),
+        secs(&c["webhook_lag_s"]),
+        c["error_rate_24h"]
+            .as_f64()
+            .map_or("-".into(), |r| format!("{:.2}%", r * 100.0)),
+        text(&c["recent_failures"]),
+        text(&c["queue_depth"]),
+        c["webhook_latency_ms"]["p95"]
+            .as_f64()
+            .map_or("-".into(), |v| format!("{v:.0}")),
+        format!(
+            "{}/{}",
+            text(&c["circuit"]["state"]),
+            text(&c["burn"]["alert"])
+        ),
+    ]
+}
+
 fn print_table(rows: &[Value]) {
-    let secs = |v: &Value| v.as_f64().map(|s| format!("{s:.0}s")).unwrap_or("-".into());
-    let cols: [(&str, Box<dyn Fn(&Value) -> String>); 11] = [
-        ("ID", Box::new(|c| text(&c["id"]))),
-        ("NAME", Box::new(|c| text(&c["name"]))),
-        ("STATUS", Box::new(|c| text(&c["status"]))),
-        ("CONN", Box::new(|c| text(&c["connection_status"]))),
-        ("SYNC_LAG", Box::new(move |c| secs(&c["sync_lag_s"]))),
-        ("HOOK_LAG", Box::new(move |c| secs(&c["webhook_lag_s"]))),
-        (
-            "ERR_24H",
-            Box::new(|c| {
-                c["error_rate_24h"]
-                    .as_f64()
-                    .map(|r| format!("{:.2}%", r * 100.0))
-                    .unwrap_or("-".into())
-            }),
-        ),
-        ("FAILS", Box::new(|c| text(&c["recent_failures"]))),
-        ("QUEUE", Box::new(|c| text(&c["queue_depth"]))),
-        (
-            "P95_MS",
-            Box::new(|c| {
-                c["webhook_latency_ms"]["p95"]
-                    .as_f64()
-                    .map(|v| format!("{v:.0}"))
-                    .unwrap_or("-".into())
-            }),
-        ),
-        (
-            "CIRCUIT/BURN",
-            Box::new(|c| {
-                format!(
-                    "{}/{}",
-                    text(&c["circuit"]["state"]),
-                    text(&c["burn"]["alert"])
-                )
-            }),
-        ),
-    ];
-    let cells: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| cols.iter().map(|(_, f)| f(r)).collect())
-        .collect();
-    let widths: Vec<usize> = cols
+    let cells: Vec<Vec<String>> = rows.iter().map(row).collect();
+    let widths: Vec<usize> = HEADERS
         .iter()
         .enumerate()
-        .map(|(i, (h, _))| {
+        .map(|(i, h)| {
             cells
                 .iter()
                 .map(|r| r[i].len())
@@ -278,10 +276,7 @@ fn print_table(rows: &[Value]) {
             .collect::<Vec<_>>()
             .join("  ")
     };
-    println!(
-        "{}",
-        line(cols.iter().map(|(h, _)| h.to_string()).collect())
-    );
+    println!("{}", line(HEADERS.iter().map(|h| h.to_string()).collect()));
     for r in cells {
         println!("{}", line(r));
     }

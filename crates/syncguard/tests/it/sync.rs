@@ -389,13 +389,9 @@ async fn manual_syncs_are_for_operators_on_active_connections(backend: Backend) 
         "paused connections do not sync"
     );
     assert_eq!(
-        app.post(
-            &format!("/v1/connections/con_nope/sync"),
-            &operator,
-            json!({})
-        )
-        .await
-        .0,
+        app.post("/v1/connections/con_nope/sync", &operator, json!({}))
+            .await
+            .0,
         404
     );
     mock.shutdown().await;
