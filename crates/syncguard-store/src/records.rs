@@ -279,20 +279,11 @@ impl Store {
     /// when nothing changed (same hash, already deleted, or older than what is stored).
     pub async fn apply_record(
         &self,
-        tenant_id: &str,
-        connection_id: &str,
-        resource: &str,
-        external_id: &str,
+        key: RecordKey<'_>,
         write: &RecordWrite,
         source: &str,
         now: Millis,
     ) -> Result<Option<Change>> {
-        let key = RecordKey {
-            tenant_id,
-            connection_id,
-            resource,
-            external_id,
-        };
         let mut out = self
             .apply_records(&[(key, write.clone())], source, now)
             .await?;

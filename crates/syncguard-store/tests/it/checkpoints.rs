@@ -507,9 +507,19 @@ async fn a_batch_equals_its_writes_one_by_one(db: TestDb) {
     let mut single = Vec::new();
     for (id, w) in &seq {
         single.push(
-            s.apply_record("ten", "single", "orders", id, w, "sync", T0)
-                .await
-                .unwrap(),
+            s.apply_record(
+                syncguard_store::records::RecordKey {
+                    tenant_id: "ten",
+                    connection_id: "single",
+                    resource: "orders",
+                    external_id: id,
+                },
+                w,
+                "sync",
+                T0,
+            )
+            .await
+            .unwrap(),
         );
     }
     let kinds = |v: &[Option<syncguard_store::records::Change>]| {

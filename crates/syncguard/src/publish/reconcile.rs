@@ -260,7 +260,17 @@ async fn apply_policy(
                         remote_updated_at: None,
                     };
                     app.store
-                        .apply_record(tenant, conn, res, id, &write, "reconcile", now)
+                        .apply_record(
+                            syncguard_store::records::RecordKey {
+                                tenant_id: tenant,
+                                connection_id: conn,
+                                resource: res,
+                                external_id: id,
+                            },
+                            &write,
+                            "reconcile",
+                            now,
+                        )
                         .await
                         .map_err(store_error)?;
                     app.store
@@ -271,10 +281,12 @@ async fn apply_policy(
                 _ => {
                     app.store
                         .apply_record(
-                            tenant,
-                            conn,
-                            res,
-                            id,
+                            syncguard_store::records::RecordKey {
+                                tenant_id: tenant,
+                                connection_id: conn,
+                                resource: res,
+                                external_id: id,
+                            },
                             &RecordWrite::Delete,
                             "reconcile",
                             now,

@@ -72,10 +72,12 @@ pub async fn refetch(ctx: JobContext) -> Result<(), JobError> {
     let change = app
         .store
         .apply_record(
-            &conn.tenant_id,
-            &conn.id,
-            &p.resource,
-            &p.external_id,
+            syncguard_store::records::RecordKey {
+                tenant_id: &conn.tenant_id,
+                connection_id: &conn.id,
+                resource: &p.resource,
+                external_id: &p.external_id,
+            },
             &write,
             "refetch",
             now,

@@ -211,10 +211,12 @@ async fn apply(app: &App, event: &InboundEvent, body: &[u8]) -> Result<String, J
             let change = app
                 .store
                 .apply_record(
-                    &event.tenant_id,
-                    &event.connection_id,
-                    &resource,
-                    &external_id,
+                    syncguard_store::records::RecordKey {
+                        tenant_id: &event.tenant_id,
+                        connection_id: &event.connection_id,
+                        resource: &resource,
+                        external_id: &external_id,
+                    },
                     &write,
                     "webhook",
                     now,

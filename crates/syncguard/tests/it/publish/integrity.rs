@@ -67,7 +67,17 @@ async fn corrupted_snapshots_and_records_are_caught_by_the_integrity_audit(backe
             remote_updated_at: None,
         };
         store
-            .apply_record(&keys.tenant, &conn, "inventory_item", id, &write, "test", 1)
+            .apply_record(
+                syncguard_store::records::RecordKey {
+                    tenant_id: &keys.tenant,
+                    connection_id: &conn,
+                    resource: "inventory_item",
+                    external_id: id,
+                },
+                &write,
+                "test",
+                1,
+            )
             .await
             .unwrap();
     }
