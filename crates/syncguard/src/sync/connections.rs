@@ -87,12 +87,45 @@ impl From<Connection> for ConnectionView {
 
 /// Splits the webhook secrets out of `config`, validating the webhook section; returns the
 /// config to store (with a secret count instead) and the secrets to seal.
-pub fn split_webhook_secrets(config: &mut Value) -> ApiResult<Option<Vec<String>>> {
+///
+/// `allow_unsigned: true` (local development only) may stand without secrets; it is refused
+/// in production and announced loudly everywhere else.
+pub fn split_webhook_secrets(
+    config: &mut Value,
+    production: bool,
+) -> ApiResult<Option<Vec<String>>> {
     let Some(webhook) = config.get_mut("webhook") else {
         return Ok(None);
     };
-    WebhookAuth::from_config(webhook)
-        .map_err(|e| ApiError::unprocessable(format!("field `config.webhook.{e}`")))?;
+    let unsigned = match webhook.get("allow_unsigned") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(ApiError::unprocessable(
+                "field `config.webhook.allow_unsigned`: must be a boolean",
+            ))
+        }
+    };
+    if unsigned && production {
+        return Err(ApiError::unprocessable(
+            "field `config.webhook.allow_unsigned`: refused in production; configure a secret",
+        ));
+    }
+    let mut checked = webhook.clone();
+    if let Some(obj) = checked.as_object_mut() {
+        obj.remove("allow_unsigned");
+    }
+    let has_secrets = checked
+        .get("secrets")
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty());
+    if has_secrets || !unsigned {
+        WebhookAuth::from_config(&checked)
+            .map_err(|e| ApiError::unprocessable(format!("field `config.webhook.{e}`")))?;
+    }
+    if unsigned {
+        tracing::warn!("a connection now accepts UNSIGNED webhooks (allow_unsigned): for local development only");
+    }
     let secrets: Vec<String> = webhook
         .get("secrets")
         .and_then(Value::as_array)
@@ -198,7 +231,10 @@ pub async fn create(
     })?;
     let mut config = body.config.unwrap_or_else(|| json!({}));
     check_config(app, &body.provider, &config)?;
-    let webhook_secrets = split_webhook_secrets(&mut config)?;
+    let webhook_secrets = split_webhook_secrets(
+        &mut config,
+        app.config.environment == crate::config::Environment::Production,
+    )?;
     if body.credentials.as_ref().is_some_and(|c| !c.is_object()) {
         return Err(ApiError::unprocessable(
             "field `credentials`: must be an object",
@@ -343,7 +379,10 @@ pub async fn update_connection(
         }
         check_config(&app, &conn.provider, &config)?;
         if patch.contains_key("webhook") {
-            secrets = Some(split_webhook_secrets(&mut config)?);
+            secrets = Some(split_webhook_secrets(
+                &mut config,
+                app.config.environment == crate::config::Environment::Production,
+            )?);
         }
         app.store.set_connection_config(&id, &config, now).await?;
         if let Some(new) = secrets {

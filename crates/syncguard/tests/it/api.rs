@@ -18,6 +18,7 @@ crate::on_both_stores!(
     pagination_walks_every_item_once,
     store_outage_answers_503_and_livez_stays_up,
     openapi_document_matches_the_server,
+    unsigned_webhooks_are_for_development_only,
 );
 
 fn now() -> i64 {
@@ -114,7 +115,7 @@ async fn tenants_cannot_see_each_other_anywhere(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (ta, a) = app.tenant_with_key("a", "admin").await;
     let (_tb, b) = app.tenant_with_key("b", "admin").await;
-    let (s, conn) = app.post("/v1/connections", &a, json!({ "provider": "trackstar", "name": "brand_1", "credentials": { "api_key": "k" } })).await;
+    let (s, conn) = app.post("/v1/connections", &a, json!({ "provider": "trackstar", "name": "brand_1", "credentials": { "api_key": "k" }, "config": { "resources": [] } })).await;
     assert_eq!(s, 201, "{conn}");
     let conn_id = conn["id"].as_str().unwrap();
     let job = dead_job(&app, &ta, conn_id).await;
@@ -639,4 +640,52 @@ async fn openapi_document_matches_the_server(backend: Backend) {
         }
     }
     app.stop().await;
+}
+
+async fn unsigned_webhooks_are_for_development_only(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (_, admin) = app.tenant_with_key("acme", "admin").await;
+    let config = json!({ "resources": [], "webhook": { "allow_unsigned": true } });
+    let (s, conn) = app
+        .post(
+            "/v1/connections",
+            &admin,
+            json!({ "provider": "trackstar", "name": "dev", "config": config }),
+        )
+        .await;
+    assert_eq!(s, 201, "{conn}");
+    let url = format!("{}/v1/webhooks/{}", app.url, conn["id"].as_str().unwrap());
+    let body = json!({ "event_type": "order.created", "data": { "id": "o1", "updated_date": "2026-11-26T00:00:00.000Z" } });
+    let resp = app.client.post(&url).json(&body).send().await.unwrap();
+    assert_eq!(resp.status(), 202, "accepted unsigned outside production");
+    let (s, bad) = app
+        .post("/v1/connections", &admin, json!({ "provider": "trackstar", "name": "bad", "config": { "webhook": { "allow_unsigned": "yes" } } }))
+        .await;
+    assert_eq!(
+        (
+            s,
+            bad["detail"].as_str().unwrap().contains("allow_unsigned")
+        ),
+        (422, true)
+    );
+    app.stop().await;
+
+    let prod = TestApp::spawn_with(
+        backend,
+        |c| c.environment = syncguard::config::Environment::Production,
+        std::sync::Arc::new(syncguard::clock::SystemClock),
+        syncguard::engine::handler::Handlers::builtin(),
+    )
+    .await;
+    let (_, admin) = prod.tenant_with_key("acme", "admin").await;
+    let (s, refused) = prod
+        .post(
+            "/v1/connections",
+            &admin,
+            json!({ "provider": "trackstar", "name": "dev", "config": config }),
+        )
+        .await;
+    assert_eq!(s, 422, "{refused}");
+    assert!(refused["detail"].as_str().unwrap().contains("production"));
+    prod.stop().await;
 }
