@@ -136,7 +136,9 @@ async fn pause_stops_scheduling_and_resume_syncs_at_once(backend: Backend) {
 async fn disconnect_stops_running_work_and_erases_credentials(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (_t, admin) = tenant(&app).await;
-    let mock = mock(5_500).await;
+    // Enough pages, slowly served, that the backfill is surely still running at the DELETE
+    // even on a loaded machine.
+    let mock = mock(20_000).await;
     let ms = mock.state();
     ms.set_faults(&FaultsPatch {
         latency_ms: Some(300),
