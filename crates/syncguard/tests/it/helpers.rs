@@ -245,3 +245,44 @@ pub async fn job_in_state(
     })
     .await
 }
+
+/// POSTs a chunked body that never ends to `path` over a raw socket and returns the status
+/// line of the answer: only a server that stops reading at its limit can answer at all.
+/// Writes fail once the server hangs up; the answer is read regardless.
+pub async fn endless_chunked_post(base: &str, path: &str, extra_headers: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://").to_string();
+    let (mut rd, mut wr) = tokio::net::TcpStream::connect(&addr)
+        .await
+        .unwrap()
+        .into_split();
+    let head = format!("POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n{extra_headers}transfer-encoding: chunked\r\n\r\n");
+    let writer = tokio::spawn(async move {
+        wr.write_all(head.as_bytes()).await?;
+        let chunk = [
+            format!("{:x}\r\n", 64 * 1024).into_bytes(),
+            vec![b' '; 64 * 1024],
+            b"\r\n".to_vec(),
+        ]
+        .concat();
+        loop {
+            wr.write_all(&chunk).await?;
+        }
+        #[allow(unreachable_code)]
+        Ok::<(), std::io::Error>(())
+    });
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(2).any(|w| w == b"\r\n") {
+        match rd.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    writer.abort();
+    String::from_utf8_lossy(&answer)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
