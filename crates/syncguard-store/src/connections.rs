@@ -1,7 +1,12 @@
 //! Connections (SPEC §1): one tenant's link to one provider account, with its status history.
 //! Credentials and webhook secrets arrive here already sealed; reads of the connection itself
 //! never return them.
+//!
+//! The admin changes of a connection (create, update, disconnect) are written in one
+//! transaction with their audit entries: validation happens before, so a refused request
+//! writes nothing, and an accepted one writes all of it or nothing.
 
+use crate::audit::{insert_audit, NewAudit};
 use crate::page::{decode_cursor, Page, PageRequest};
 use crate::row::{DbRow, FromDbRow, RowResult};
 use crate::sql::{bind_all, Bind, Conditions};
@@ -63,8 +68,66 @@ pub struct SealedSecrets {
     pub webhook_secrets: Option<Vec<u8>>,
 }
 
+/// A status change within [`ConnectionUpdate`], with its history reason and audit entry (to
+/// which the store adds `from`).
+#[derive(Debug, Clone)]
+pub struct StatusChange<'a> {
+    pub to: &'a str,
+    pub reason: &'a str,
+    pub audit: Option<NewAudit<'a>>,
+}
+
+/// Everything one `PATCH` of a connection changes, written together.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionUpdate<'a> {
+    /// The whole new (non-secret) config.
+    pub config: Option<serde_json::Value>,
+    /// New sealed credentials.
+    pub credentials: Option<Vec<u8>>,
+    /// New sealed webhook secrets (`Some(None)` erases them).
+    pub webhook_secrets: Option<Option<Vec<u8>>>,
+    /// Applied after the rest; skipped (with its audit entry) when the status already is `to`.
+    pub status: Option<StatusChange<'a>>,
+    /// The entry for the config and credential changes.
+    pub audit: Option<NewAudit<'a>>,
+}
+
+/// Sets `$to` on connection `$id` within transaction `$tx` and records the change in the
+/// status history; evaluates to the previous status.
+macro_rules! change_status {
+    ($tx:expr, $id:expr, $to:expr, $reason:expr, $now:expr) => {{
+        let (from,): (String,) = sqlx::query_as("SELECT status FROM connections WHERE id = $1")
+            .bind($id)
+            .fetch_optional(&mut *$tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        if from != $to {
+            sqlx::query("UPDATE connections SET status = $1, updated_at = $2 WHERE id = $3").bind($to).bind($now).bind($id).execute(&mut *$tx).await?;
+            sqlx::query("INSERT INTO connection_status_history (connection_id, from_status, to_status, reason, at) VALUES ($1, $2, $3, $4, $5)")
+                .bind($id)
+                .bind(&from)
+                .bind($to)
+                .bind($reason)
+                .bind($now)
+                .execute(&mut *$tx)
+                .await?;
+        }
+        from
+    }};
+}
+
 impl Store {
     pub async fn create_connection(&self, c: NewConnection, now: Millis) -> Result<Connection> {
+        self.create_connection_audited(c, None, now).await
+    }
+
+    /// As [`Store::create_connection`], writing `audit` in the same transaction.
+    pub async fn create_connection_audited(
+        &self,
+        c: NewConnection,
+        audit: Option<NewAudit<'_>>,
+        now: Millis,
+    ) -> Result<Connection> {
         on_writer!(self, p => {
             let mut tx = p.begin().await?;
             sqlx::query("INSERT INTO connections (id, tenant_id, provider, name, status, config, credentials, webhook_secrets, created_at, updated_at)
@@ -90,6 +153,9 @@ impl Store {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
+            if let Some(a) = &audit {
+                insert_audit!(&mut *tx, a, now)?;
+            }
             tx.commit().await?;
         });
         self.get_connection(&Scope::All, None, &c.id)
@@ -200,21 +266,76 @@ impl Store {
     ) -> Result<String> {
         on_writer!(self, p => {
             let mut tx = p.begin().await?;
-            let (from,): (String,) = sqlx::query_as("SELECT status FROM connections WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or(StoreError::NotFound)?;
-            if from != status {
-                sqlx::query("UPDATE connections SET status = $1, updated_at = $2 WHERE id = $3").bind(status).bind(now).bind(id).execute(&mut *tx).await?;
-                sqlx::query("INSERT INTO connection_status_history (connection_id, from_status, to_status, reason, at) VALUES ($1, $2, $3, $4, $5)")
-                    .bind(id)
-                    .bind(&from)
-                    .bind(status)
-                    .bind(reason)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+            let from = change_status!(tx, id, status, reason, now);
+            tx.commit().await?;
+            Ok(from)
+        })
+    }
+
+    /// Applies one validated update of a connection and its audit entries in one transaction;
+    /// returns the status before it.
+    pub async fn update_connection(
+        &self,
+        id: &str,
+        u: ConnectionUpdate<'_>,
+        now: Millis,
+    ) -> Result<String> {
+        on_writer!(self, p => {
+            let mut tx = p.begin().await?;
+            let found = sqlx::query("SELECT id FROM connections WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
+            if found.is_none() {
+                return Err(StoreError::NotFound);
+            }
+            if let Some(config) = &u.config {
+                sqlx::query("UPDATE connections SET config = $1, updated_at = $2 WHERE id = $3").bind(config.to_string()).bind(now).bind(id).execute(&mut *tx).await?;
+            }
+            if let Some(creds) = &u.credentials {
+                sqlx::query("UPDATE connections SET credentials = $1, updated_at = $2 WHERE id = $3").bind(creds).bind(now).bind(id).execute(&mut *tx).await?;
+            }
+            if let Some(secrets) = &u.webhook_secrets {
+                sqlx::query("UPDATE connections SET webhook_secrets = $1, updated_at = $2 WHERE id = $3").bind(secrets).bind(now).bind(id).execute(&mut *tx).await?;
+            }
+            if let Some(a) = &u.audit {
+                insert_audit!(&mut *tx, a, now)?;
+            }
+            let before: String = match &u.status {
+                Some(change) => {
+                    let from = change_status!(tx, id, change.to, change.reason, now);
+                    if from != change.to {
+                        if let Some(mut a) = change.audit.clone() {
+                            a.add_param("from", serde_json::json!(from));
+                            a.add_param("to", serde_json::json!(change.to));
+                            insert_audit!(&mut *tx, &a, now)?;
+                        }
+                    }
+                    from
+                }
+                None => {
+                    let (s,): (String,) = sqlx::query_as("SELECT status FROM connections WHERE id = $1").bind(id).fetch_one(&mut *tx).await?;
+                    s
+                }
+            };
+            tx.commit().await?;
+            Ok(before)
+        })
+    }
+
+    /// Disconnects a connection: status `disconnected` (with history), sealed secrets erased
+    /// and `audit` (to which `from` is added), in one transaction. Returns the status before.
+    pub async fn disconnect_connection(
+        &self,
+        id: &str,
+        reason: &str,
+        audit: Option<NewAudit<'_>>,
+        now: Millis,
+    ) -> Result<String> {
+        on_writer!(self, p => {
+            let mut tx = p.begin().await?;
+            let from = change_status!(tx, id, "disconnected", reason, now);
+            sqlx::query("UPDATE connections SET credentials = NULL, webhook_secrets = NULL, updated_at = $1 WHERE id = $2").bind(now).bind(id).execute(&mut *tx).await?;
+            if let Some(mut a) = audit {
+                a.add_param("from", serde_json::json!(from));
+                insert_audit!(&mut *tx, &a, now)?;
             }
             tx.commit().await?;
             Ok(from)

@@ -380,6 +380,21 @@ impl Store {
         make_job: &(dyn Fn(&InboundEvent) -> NewJob + Send + Sync),
         now: Millis,
     ) -> Result<EventReplay> {
+        self.replay_events_audited(scope, req, make_job, None, now)
+            .await
+    }
+
+    /// As [`Store::replay_events`], writing `audit` (with `matched`, `replayed`, `event_ids`
+    /// and `job_ids`) in the replay's transaction, dry runs included.
+    pub async fn replay_events_audited(
+        &self,
+        scope: &Scope,
+        req: &EventReplayRequest,
+        make_job: &(dyn Fn(&InboundEvent) -> NewJob + Send + Sync),
+        audit: Option<crate::audit::NewAudit<'_>>,
+        now: Millis,
+    ) -> Result<EventReplay> {
+
         let (dry_run, stagger_ms) = (req.dry_run, req.stagger_ms);
         let mut c = self.event_conditions(scope, &req.filter);
         c.and("status <> 'duplicate'", vec![]);
@@ -398,6 +413,11 @@ impl Store {
             let mut out = EventReplay { matched: events.len() as u64, replayed: 0, event_ids: Vec::new(), job_ids: Vec::new() };
             if dry_run {
                 out.event_ids = events.into_iter().map(|e| e.id).collect();
+                if let Some(mut a) = audit {
+                    fill_replay_audit(&mut a, &out);
+                    crate::audit::insert_audit!(&mut *tx, &a, now)?;
+                    tx.commit().await?;
+                }
                 return Ok(out);
             }
             for (i, event) in events.iter().enumerate() {
@@ -421,8 +441,19 @@ impl Store {
                 out.event_ids.push(event.id.clone());
                 out.job_ids.push(enqueued.id);
             }
+            if let Some(mut a) = audit {
+                fill_replay_audit(&mut a, &out);
+                crate::audit::insert_audit!(&mut *tx, &a, now)?;
+            }
             tx.commit().await?;
             Ok(out)
         })
     }
+}
+
+fn fill_replay_audit(a: &mut crate::audit::NewAudit<'_>, out: &EventReplay) {
+    a.add_param("matched", serde_json::json!(out.matched));
+    a.add_param("replayed", serde_json::json!(out.replayed));
+    a.add_param("event_ids", serde_json::json!(out.event_ids));
+    a.add_param("job_ids", serde_json::json!(out.job_ids));
 }

@@ -4,8 +4,11 @@
 //! The same key with the same request replays that response for 24 h, with a different request
 //! is refused (422), and while the first is still running is refused (409). A claim whose
 //! request died with its process expires after a short lock so the key is not stuck forever.
+//!
+//! `scope` is whatever the caller binds a key to (the API: the authenticated key's id) and
+//! `body` is stored as given (the API seals it first); this module keeps no opinion on either.
 
-use crate::{on_writer, Millis, Result, Store};
+use crate::{on_reader, on_writer, Millis, Result, Store};
 
 /// How long stored responses are replayed.
 pub const RETENTION_MS: Millis = 24 * 60 * 60 * 1000;
@@ -114,6 +117,31 @@ impl Store {
                 .await?;
         });
         Ok(())
+    }
+
+    /// How many keys are claimed or stored, over every scope (for tests and operators).
+    pub async fn count_idempotency_keys(&self) -> Result<i64> {
+        on_reader!(self, p => {
+            let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM idempotency_keys").fetch_one(p).await?;
+            Ok(n)
+        })
+    }
+
+    /// The stored response of a finished key, as stored.
+    pub async fn stored_idempotent(&self, scope: &str, key: &str) -> Result<Option<StoredResponse>> {
+        on_reader!(self, p => {
+            let row: Option<(Option<i64>, Option<String>, Option<Vec<u8>>)> =
+                sqlx::query_as("SELECT status, content_type, body FROM idempotency_keys WHERE scope = $1 AND key = $2 AND state = 'done'")
+                    .bind(scope)
+                    .bind(key)
+                    .fetch_optional(p)
+                    .await?;
+            Ok(row.map(|(status, content_type, body)| StoredResponse {
+                status: status.unwrap_or(200) as u16,
+                content_type,
+                body: body.unwrap_or_default(),
+            }))
+        })
     }
 
     /// Drops stored responses older than the retention window; returns how many.

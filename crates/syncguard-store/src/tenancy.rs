@@ -1,9 +1,16 @@
 //! Tenants and API keys. Keys are stored as SHA-256 hashes; the clear key exists only in the
 //! answer to the request that created it.
+//!
+//! A key sees and revokes only keys no broader than itself ([`KeyBounds`]): in its tenant,
+//! with a role not above its own, and, when it is limited to some connections, limited to a
+//! subset of them. So a connection-scoped admin cannot list or revoke the tenant's
+//! unrestricted keys.
 
+use crate::audit::{insert_audit, NewAudit};
 use crate::page::{decode_cursor, Page, PageRequest};
 use crate::row::{DbRow, FromDbRow, RowResult};
-use crate::{on_reader, on_writer, Millis, Result, Scope, Store, StoreError};
+use crate::sql::{bind_all, Bind, Conditions};
+use crate::{on_reader, on_writer, Backend, Millis, Result, Scope, Store, StoreError};
 use serde::Serialize;
 use syncguard_core::ids::{hash_api_key, last4, new_id};
 use syncguard_core::role::Role;
@@ -72,6 +79,42 @@ impl ApiKey {
     }
 }
 
+/// The broadest keys a caller may see and revoke: those whose role is not above `role` and,
+/// when `connections` is set, whose own connection list is a subset of it (an unrestricted key
+/// is broader than any list).
+#[derive(Debug, Clone, Copy)]
+pub struct KeyBounds<'a> {
+    pub role: Role,
+    pub connections: Option<&'a [String]>,
+}
+
+impl<'a> KeyBounds<'a> {
+    /// The bounds `key` sets for what it may see.
+    pub fn of(key: &'a ApiKey) -> KeyBounds<'a> {
+        KeyBounds {
+            role: key.role,
+            connections: key.connections.as_deref(),
+        }
+    }
+
+    fn conditions(&self, backend: Backend, c: &mut Conditions) {
+        let roles: Vec<String> = [Role::Viewer, Role::Operator, Role::Admin, Role::Platform]
+            .into_iter()
+            .filter(|r| *r <= self.role)
+            .map(|r| r.as_str().to_string())
+            .collect();
+        c.and_in_list(backend, "role", &roles);
+        if let Some(mine) = self.connections {
+            let json = serde_json::to_string(mine).expect("strings serialize");
+            let cond = match backend {
+                Backend::Sqlite => "connections IS NOT NULL AND NOT EXISTS (SELECT 1 FROM json_each(connections) AS k WHERE k.value NOT IN (SELECT value FROM json_each(?)))",
+                Backend::Postgres => "connections IS NOT NULL AND NOT EXISTS (SELECT 1 FROM json_array_elements_text(CAST(connections AS json)) AS k(v) WHERE k.v NOT IN (SELECT json_array_elements_text(CAST(? AS json))))",
+            };
+            c.and(cond, vec![Bind::Str(json)]);
+        }
+    }
+}
+
 /// What a caller asks for when creating a key.
 #[derive(Debug, Clone)]
 pub struct NewApiKey {
@@ -88,22 +131,43 @@ const KEY_COLUMNS: &str =
 impl Store {
     /// Creates a tenant; a taken name is a conflict.
     pub async fn create_tenant(&self, name: &str, now: Millis) -> Result<Tenant> {
+        self.create_tenant_audited(name, None, now).await
+    }
+
+    /// As [`Store::create_tenant`], writing `audit` (its tenant and target set to the new
+    /// tenant) in the same transaction.
+    pub async fn create_tenant_audited(
+        &self,
+        name: &str,
+        audit: Option<NewAudit<'_>>,
+        now: Millis,
+    ) -> Result<Tenant> {
         let t = Tenant {
             id: new_id("ten"),
             name: name.to_string(),
             created_at: now,
         };
+        let audit = audit.map(|a| NewAudit {
+            tenant_id: Some(&t.id),
+            target: Some(&t.id),
+            ..a
+        });
         on_writer!(self, p => {
+            let mut tx = p.begin().await?;
             sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
                 .bind(&t.id)
                 .bind(&t.name)
                 .bind(t.created_at)
-                .execute(p)
+                .execute(&mut *tx)
                 .await
                 .map_err(|e| match StoreError::from(e) {
                     StoreError::Conflict(_) => StoreError::Conflict(format!("a tenant named `{name}` already exists")),
                     other => other,
                 })?;
+            if let Some(a) = &audit {
+                insert_audit!(&mut *tx, a, now)?;
+            }
+            tx.commit().await?;
         });
         Ok(t)
     }
@@ -144,6 +208,18 @@ impl Store {
         clear_key: &str,
         now: Millis,
     ) -> Result<ApiKey> {
+        self.create_api_key_audited(new, clear_key, None, now).await
+    }
+
+    /// As [`Store::create_api_key`], writing `audit` (its target set to the new key's id) in
+    /// the same transaction.
+    pub async fn create_api_key_audited(
+        &self,
+        new: NewApiKey,
+        clear_key: &str,
+        audit: Option<NewAudit<'_>>,
+        now: Millis,
+    ) -> Result<ApiKey> {
         let key = ApiKey {
             id: new.id.unwrap_or_else(|| new_id("key")),
             tenant_id: new.tenant_id,
@@ -158,7 +234,12 @@ impl Store {
             .connections
             .as_ref()
             .map(|c| serde_json::to_string(c).expect("strings serialize"));
+        let audit = audit.map(|a| NewAudit {
+            target: Some(&key.id),
+            ..a
+        });
         on_writer!(self, p => {
+            let mut tx = p.begin().await?;
             sqlx::query("INSERT INTO api_keys (id, tenant_id, role, name, key_hash, key_last4, connections, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
                 .bind(&key.id)
                 .bind(&key.tenant_id)
@@ -168,8 +249,12 @@ impl Store {
                 .bind(&key.last4)
                 .bind(connections)
                 .bind(key.created_at)
-                .execute(p)
+                .execute(&mut *tx)
                 .await?;
+            if let Some(a) = &audit {
+                insert_audit!(&mut *tx, a, now)?;
+            }
+            tx.commit().await?;
         });
         Ok(key)
     }
@@ -210,33 +295,77 @@ impl Store {
     }
 
     pub async fn list_api_keys(&self, scope: &Scope, page: &PageRequest) -> Result<Page<ApiKey>> {
-        let after = page
-            .after
-            .as_deref()
-            .and_then(decode_cursor)
-            .unwrap_or_default();
+        self.list_api_keys_within(scope, None, page).await
+    }
+
+    /// The keys in `scope` no broader than `bounds` (every key in scope without bounds).
+    pub async fn list_api_keys_within(
+        &self,
+        scope: &Scope,
+        bounds: Option<KeyBounds<'_>>,
+        page: &PageRequest,
+    ) -> Result<Page<ApiKey>> {
+        let mut c = self.key_conditions(scope, bounds);
+        if let Some(after) = page.after.as_deref().and_then(decode_cursor) {
+            c.and("id > ?", vec![Bind::Str(after)]);
+        }
+        let limit = c.push_bind(Bind::I64(page.limit + 1));
+        let sql = format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys{} ORDER BY id LIMIT {limit}",
+            c.where_clause()
+        );
         on_reader!(self, p => {
-            let rows = sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id > $1 AND (CAST($2 AS TEXT) IS NULL OR tenant_id = $2) ORDER BY id LIMIT $3"))
-                .bind(&after)
-                .bind(scope.tenant())
-                .bind(page.limit + 1)
-                .fetch_all(p)
-                .await?;
+            let rows = bind_all!(sqlx::query(&sql), &c.binds).fetch_all(p).await?;
             let items = rows.iter().map(ApiKey::from_row).collect::<RowResult<Vec<_>>>()?;
             Ok(Page::from_overfetch(items, page.limit, |k| k.id.clone()))
         })
     }
 
+    fn key_conditions(&self, scope: &Scope, bounds: Option<KeyBounds<'_>>) -> Conditions {
+        let mut c = Conditions::default();
+        if let Some(t) = scope.tenant() {
+            c.and("tenant_id = ?", vec![Bind::Str(t.to_string())]);
+        }
+        if let Some(b) = bounds {
+            b.conditions(self.backend(), &mut c);
+        }
+        c
+    }
+
     /// Revokes a key visible in `scope`; `NotFound` when there is none to revoke.
     pub async fn revoke_api_key(&self, scope: &Scope, id: &str, now: Millis) -> Result<ApiKey> {
+        self.revoke_api_key_audited(scope, None, id, None, now)
+            .await
+    }
+
+    /// Revokes a live key in `scope` no broader than `bounds` (`NotFound` otherwise), writing
+    /// `audit` (its tenant set to the key's) in the same transaction.
+    pub async fn revoke_api_key_audited(
+        &self,
+        scope: &Scope,
+        bounds: Option<KeyBounds<'_>>,
+        id: &str,
+        audit: Option<NewAudit<'_>>,
+        now: Millis,
+    ) -> Result<ApiKey> {
+        let mut c = self.key_conditions(scope, bounds);
+        let set = c.push_bind(Bind::I64(now));
+        c.and("id = ?", vec![Bind::Str(id.to_string())]);
+        c.and("revoked_at IS NULL", vec![]);
+        let sql = format!(
+            "UPDATE api_keys SET revoked_at = {set}{} RETURNING {KEY_COLUMNS}",
+            c.where_clause()
+        );
         on_writer!(self, p => {
-            let row = sqlx::query(&format!("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL AND (CAST($3 AS TEXT) IS NULL OR tenant_id = $3) RETURNING {KEY_COLUMNS}"))
-                .bind(now)
-                .bind(id)
-                .bind(scope.tenant())
-                .fetch_optional(p)
-                .await?;
-            row.as_ref().map(ApiKey::from_row).transpose()?.ok_or(StoreError::NotFound)
+            let mut tx = p.begin().await?;
+            let row = bind_all!(sqlx::query(&sql), &c.binds).fetch_optional(&mut *tx).await?;
+            let key = row.as_ref().map(ApiKey::from_row).transpose()?.ok_or(StoreError::NotFound)?;
+            if let Some(a) = audit {
+                let a = NewAudit { tenant_id: key.tenant_id.as_deref(), ..a };
+                insert_audit!(&mut *tx, &a, now)?;
+            }
+            tx.commit().await?;
+            Ok(key)
         })
     }
 }

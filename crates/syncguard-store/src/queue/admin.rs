@@ -1,6 +1,11 @@
 //! Operator views of the queue: listing, retry, cancel, dead letters and replay.
+//!
+//! The `_audited` variants write the caller's audit entry in the transaction that makes the
+//! change, filling in what only the store knows: the job's tenant and connection, and the
+//! outcome (the fresh job, what a replay matched).
 
 use super::{enqueue_on, Job, JobState, NewJob, JOB_COLUMNS};
+use crate::audit::{insert_audit, NewAudit};
 use crate::page::{decode_cursor, Page, PageRequest};
 use crate::row::{FromDbRow, RowResult};
 use crate::sql::{bind_all, Bind, Conditions};
@@ -141,6 +146,18 @@ impl Store {
         id: i64,
         now: Millis,
     ) -> Result<Job> {
+        self.cancel_job_audited(scope, visible, id, None, now).await
+    }
+
+    /// As [`Store::cancel_job`], writing `audit` with the cancellation.
+    pub async fn cancel_job_audited(
+        &self,
+        scope: &Scope,
+        visible: Option<&[String]>,
+        id: i64,
+        audit: Option<NewAudit<'_>>,
+        now: Millis,
+    ) -> Result<Job> {
         let job = self
             .get_job(scope, visible, id)
             .await?
@@ -151,17 +168,24 @@ impl Store {
                 job.state
             )));
         }
+        let audit = audit.map(|a| about_job(a, &job));
         on_writer!(self, p => {
+            let mut tx = p.begin().await?;
             let row = sqlx::query(&format!("UPDATE jobs SET state = 'cancelled', finished_at = $1, updated_at = $1, locked_by = NULL, lease_until = NULL
                                             WHERE id = $2 AND state IN ('available', 'running', 'retryable') RETURNING {JOB_COLUMNS}"))
                 .bind(now)
                 .bind(id)
-                .fetch_optional(p)
+                .fetch_optional(&mut *tx)
                 .await?;
-            row.as_ref()
+            let job = row.as_ref()
                 .map(Job::from_row)
                 .transpose()?
-                .ok_or_else(|| StoreError::Conflict(format!("job {id} finished before it could be cancelled")))
+                .ok_or_else(|| StoreError::Conflict(format!("job {id} finished before it could be cancelled")))?;
+            if let Some(a) = &audit {
+                insert_audit!(&mut *tx, a, now)?;
+            }
+            tx.commit().await?;
+            Ok(job)
         })
     }
 
@@ -173,18 +197,38 @@ impl Store {
         id: i64,
         now: Millis,
     ) -> Result<RetryOutcome> {
+        self.retry_job_audited(scope, visible, id, None, now).await
+    }
+
+    /// As [`Store::retry_job`], writing `audit` (with `job_id`, the job that will run) with
+    /// the change.
+    pub async fn retry_job_audited(
+        &self,
+        scope: &Scope,
+        visible: Option<&[String]>,
+        id: i64,
+        audit: Option<NewAudit<'_>>,
+        now: Millis,
+    ) -> Result<RetryOutcome> {
         let job = self
             .get_job(scope, visible, id)
             .await?
             .ok_or(StoreError::NotFound)?;
+        let audit = audit.map(|a| about_job(a, &job));
         match job.state {
             JobState::Available | JobState::Retryable => {
                 on_writer!(self, p => {
+                    let mut tx = p.begin().await?;
                     sqlx::query("UPDATE jobs SET run_at = $1, updated_at = $1 WHERE id = $2 AND state IN ('available', 'retryable')")
                         .bind(now)
                         .bind(id)
-                        .execute(p)
+                        .execute(&mut *tx)
                         .await?;
+                    if let Some(mut a) = audit {
+                        a.add_param("job_id", serde_json::json!(id));
+                        insert_audit!(&mut *tx, &a, now)?;
+                    }
+                    tx.commit().await?;
                 });
                 let job = self
                     .get_job(scope, visible, id)
@@ -200,7 +244,7 @@ impl Store {
                 };
                 let states = [job.state];
                 let r = self
-                    .replay_jobs(scope, &filter, &states, false, 0, now)
+                    .replay_jobs(scope, &filter, &states, false, 0, audit, fill_retry, now)
                     .await?;
                 let fresh = r.job_ids.first().copied().ok_or_else(|| {
                     StoreError::Conflict(format!(
@@ -228,6 +272,20 @@ impl Store {
         id: i64,
         reviewed: bool,
     ) -> Result<Job> {
+        self.review_dead_letter_audited(scope, visible, id, reviewed, None, 0)
+            .await
+    }
+
+    /// As [`Store::review_dead_letter`], writing `audit` with the change.
+    pub async fn review_dead_letter_audited(
+        &self,
+        scope: &Scope,
+        visible: Option<&[String]>,
+        id: i64,
+        reviewed: bool,
+        audit: Option<NewAudit<'_>>,
+        now: Millis,
+    ) -> Result<Job> {
         let job = self
             .get_job(scope, visible, id)
             .await?
@@ -235,8 +293,17 @@ impl Store {
         if job.state != JobState::Dead {
             return Err(StoreError::NotFound);
         }
+        let audit = audit.map(|a| about_job(a, &job));
         on_writer!(self, p => {
-            sqlx::query("UPDATE jobs SET reviewed = $1 WHERE id = $2").bind(reviewed).bind(id).execute(p).await?;
+            let mut tx = p.begin().await?;
+            let n = sqlx::query("UPDATE jobs SET reviewed = $1 WHERE id = $2 AND state = 'dead'").bind(reviewed).bind(id).execute(&mut *tx).await?.rows_affected();
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            if let Some(a) = &audit {
+                insert_audit!(&mut *tx, a, now)?;
+            }
+            tx.commit().await?;
         });
         self.get_job(scope, visible, id)
             .await?
@@ -254,10 +321,35 @@ impl Store {
         stagger_ms: i64,
         now: Millis,
     ) -> Result<ReplayResult> {
-        self.replay_jobs(scope, filter, &[JobState::Dead], dry_run, stagger_ms, now)
+        self.replay_dead_letters_audited(scope, filter, dry_run, stagger_ms, None, now)
             .await
     }
 
+    /// As [`Store::replay_dead_letters`], writing `audit` (with `matched`, `replayed` and
+    /// `job_ids`) in the replay's transaction, dry runs included.
+    pub async fn replay_dead_letters_audited(
+        &self,
+        scope: &Scope,
+        filter: &ReplayFilter,
+        dry_run: bool,
+        stagger_ms: i64,
+        audit: Option<NewAudit<'_>>,
+        now: Millis,
+    ) -> Result<ReplayResult> {
+        self.replay_jobs(
+            scope,
+            filter,
+            &[JobState::Dead],
+            dry_run,
+            stagger_ms,
+            audit,
+            fill_replay,
+            now,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
     async fn replay_jobs(
         &self,
         scope: &Scope,
@@ -265,6 +357,8 @@ impl Store {
         states: &[JobState],
         dry_run: bool,
         stagger_ms: i64,
+        audit: Option<NewAudit<'_>>,
+        fill: AuditFill,
         now: Millis,
     ) -> Result<ReplayResult> {
         let mut c = Conditions::default();
@@ -311,6 +405,11 @@ impl Store {
             let dead = rows.iter().map(Job::from_row).collect::<RowResult<Vec<_>>>()?;
             let mut result = ReplayResult { matched: dead.len() as u64, replayed: 0, job_ids: Vec::new() };
             if dry_run {
+                if let Some(mut a) = audit {
+                    fill(&mut a, &result)?;
+                    insert_audit!(&mut *tx, &a, now)?;
+                    tx.commit().await?;
+                }
                 return Ok(result);
             }
             for (i, d) in dead.iter().enumerate() {
@@ -336,8 +435,40 @@ impl Store {
                 result.replayed += 1;
                 result.job_ids.push(e.id);
             }
+            if let Some(mut a) = audit {
+                // A refusal here rolls the replay back with it.
+                fill(&mut a, &result)?;
+                insert_audit!(&mut *tx, &a, now)?;
+            }
             tx.commit().await?;
             Ok(result)
         })
+    }
+}
+
+/// Completes an audit entry with a replay's outcome, or refuses the outcome.
+type AuditFill = fn(&mut NewAudit<'_>, &ReplayResult) -> Result<()>;
+
+fn fill_replay(a: &mut NewAudit<'_>, r: &ReplayResult) -> Result<()> {
+    a.add_param("matched", serde_json::json!(r.matched));
+    a.add_param("replayed", serde_json::json!(r.replayed));
+    a.add_param("job_ids", serde_json::json!(r.job_ids));
+    Ok(())
+}
+
+fn fill_retry(a: &mut NewAudit<'_>, r: &ReplayResult) -> Result<()> {
+    let fresh = r.job_ids.first().ok_or_else(|| {
+        StoreError::Conflict("the job has an active twin with the same unique key".into())
+    })?;
+    a.add_param("job_id", serde_json::json!(fresh));
+    Ok(())
+}
+
+/// `a`, naming the tenant and connection of `job`.
+fn about_job<'a>(a: NewAudit<'a>, job: &'a Job) -> NewAudit<'a> {
+    NewAudit {
+        tenant_id: job.tenant_id.as_deref(),
+        connection_id: job.connection_id.as_deref(),
+        ..a
     }
 }

@@ -195,6 +195,7 @@ async fn audit_is_scoped(db: TestDb) {
                     target: None,
                     params: serde_json::json!({"n": 1}),
                     request_id: Some("req"),
+                    ..Default::default()
                 },
                 T0,
             )
@@ -203,14 +204,14 @@ async fn audit_is_scoped(db: TestDb) {
     }
     let a = db
         .store
-        .list_audit(&Scope::Tenant("ten_a".into()), None, &page(50))
+        .list_audit(&Scope::Tenant("ten_a".into()), None, None, &page(50))
         .await
         .unwrap();
     assert_eq!(a.items.len(), 1);
     assert_eq!(a.items[0].params["n"], 1);
     let all = db
         .store
-        .list_audit(&Scope::All, Some("key.create"), &page(50))
+        .list_audit(&Scope::All, None, Some("key.create"), &page(50))
         .await
         .unwrap();
     assert_eq!(all.items.len(), 2);

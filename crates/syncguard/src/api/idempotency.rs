@@ -1,13 +1,25 @@
-//! `Idempotency-Key` on every mutating `/v1` request (SPEC §3.8): the same key with the same
-//! request replays the stored response for 24 h, with a different request is 422, and while the
-//! first is still in flight is 409. Keys are scoped to the caller's credential, so two callers
-//! cannot see each other's responses. Server errors (5xx) are not stored: the retry runs again.
+//! `Idempotency-Key` on every mutating `/v1` request (SPEC §3.8), Stripe's way: the same key
+//! with the same request replays the stored response for 24 h, with a different request is 422,
+//! and while the first is still in flight is 409. Server errors (5xx) are not stored: the retry
+//! runs again.
+//!
+//! The caller is authenticated before anything else: a request without a live API key is
+//! answered 401 and neither claims a key nor gets a stored response replayed (so a revoked key
+//! cannot fetch what it stored before). Records are bound to the authenticated key's id: the
+//! same `Idempotency-Key` sent with another API key is another record.
+//!
+//! Stored response bodies are sealed with the master key (the connections' sealer), bound to
+//! their record, whatever the endpoint: `POST /v1/keys` answers a new key in clear, and any
+//! endpoint that answers a secret is covered without being listed. Sealing rather than not
+//! storing keeps the retry of a key creation whose answer was lost from minting a second key.
+//! A stored body that can no longer be opened (its master key retired within the 24 h) answers
+//! 500 asking for a new `Idempotency-Key`.
 
 use super::error::ApiError;
-use super::extract::is_mutating;
+use super::extract::{is_mutating, Caller};
 use crate::app::App;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -18,14 +30,29 @@ pub const HEADER: &str = "idempotency-key";
 /// Set on a response that was replayed from a stored one.
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 
+/// The seal context of a stored body: it opens only for the record it was stored under.
+fn seal_context(scope: &str, key: &str) -> String {
+    format!("idempotency:{scope}:{key}")
+}
+
 pub async fn middleware(State(app): State<App>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    if !is_mutating(req.method()) || !path.starts_with("/v1/") || path.starts_with("/v1/webhooks/")
+    if !is_mutating(req.method())
+        || !path.starts_with("/v1/")
+        || path.starts_with("/v1/webhooks/")
+        // No route: the answer is a 404 that changes nothing, with or without a key.
+        || req.extensions().get::<MatchedPath>().is_none()
     {
         return next.run(req).await;
     }
     let Some(key) = req.headers().get(HEADER).cloned() else {
         return next.run(req).await;
+    };
+    let (mut parts, body) = req.into_parts();
+    // Who asks comes first: nothing is claimed or replayed for a caller who is not one.
+    let caller = match Caller::from_request_parts(&mut parts, &app).await {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
     };
     let key = match key.to_str() {
         Ok(k) if !k.is_empty() && k.len() <= 255 => k.to_string(),
@@ -36,13 +63,7 @@ pub async fn middleware(State(app): State<App>, req: Request, next: Next) -> Res
             .into_response()
         }
     };
-    let credential = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|v| v.as_bytes().to_vec())
-        .unwrap_or_default();
-    let scope = sha256_hex(&credential);
-    let (parts, body) = req.into_parts();
+    let scope = caller.key.id.clone();
     let limit = app.config.api.body_limit_bytes;
     let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
         return ApiError::too_large(limit).into_response();
@@ -73,7 +94,7 @@ pub async fn middleware(State(app): State<App>, req: Request, next: Next) -> Res
             return ApiError::conflict("a request with this Idempotency-Key is still in progress")
                 .into_response()
         }
-        Ok(Claim::Replay(stored)) => return replay(stored),
+        Ok(Claim::Replay(stored)) => return replay(&app, &scope, &key, stored),
         Ok(Claim::New) => {}
     }
     let resp = next
@@ -99,7 +120,9 @@ pub async fn middleware(State(app): State<App>, req: Request, next: Next) -> Res
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .map(String::from),
-            body: body.to_vec(),
+            body: app
+                .sealer
+                .seal(&body, &seal_context(&scope, &key), &mut rand::rngs::OsRng),
         };
         if let Err(e) = app.store.finish_idempotent(&scope, &key, &stored).await {
             tracing::warn!(error = %e, "storing idempotent response failed");
@@ -109,8 +132,18 @@ pub async fn middleware(State(app): State<App>, req: Request, next: Next) -> Res
     Response::from_parts(rparts, Body::from(body))
 }
 
-fn replay(stored: StoredResponse) -> Response {
-    let mut resp = Response::new(Body::from(stored.body));
+fn replay(app: &App, scope: &str, key: &str, stored: StoredResponse) -> Response {
+    let body = match app.sealer.open(&stored.body, &seal_context(scope, key)) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "a stored idempotent response cannot be opened");
+            return ApiError::internal(
+                "the stored response of this Idempotency-Key cannot be opened; retry with a new key",
+            )
+            .into_response();
+        }
+    };
+    let mut resp = Response::new(Body::from(body));
     *resp.status_mut() = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
     if let Some(ct) = stored
         .content_type

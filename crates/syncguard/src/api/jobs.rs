@@ -2,7 +2,7 @@
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiPath, ApiQuery, Caller, ListParams};
-use super::tenants::audit;
+use super::audit::Audit;
 use super::views::{JobView, List};
 use super::Problem;
 use crate::app::App;
@@ -112,22 +112,20 @@ pub async fn retry_job(
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<JobView>> {
     visible_then_role(&app, &caller, id, Role::Operator).await?;
+    let audit = Audit::by(&caller, "job.retry").target(id);
     let outcome = app
         .store
-        .retry_job(&caller.scope(), caller.visible(), id, app.clock.now_ms())
+        .retry_job_audited(
+            &caller.scope(),
+            caller.visible(),
+            id,
+            Some(audit.entry()),
+            app.clock.now_ms(),
+        )
         .await?;
     let job = match outcome {
         RetryOutcome::RunNow(j) | RetryOutcome::Replayed(j) => j,
     };
-    audit(
-        &app,
-        &caller,
-        job.tenant_id.as_deref(),
-        "job.retry",
-        Some(&id.to_string()),
-        serde_json::json!({ "job_id": job.id }),
-    )
-    .await?;
     app.job_notify.notify_one();
     Ok(Json(job.into()))
 }
@@ -140,19 +138,17 @@ pub async fn cancel_job(
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<JobView>> {
     visible_then_role(&app, &caller, id, Role::Operator).await?;
+    let audit = Audit::by(&caller, "job.cancel").target(id);
     let job = app
         .store
-        .cancel_job(&caller.scope(), caller.visible(), id, app.clock.now_ms())
+        .cancel_job_audited(
+            &caller.scope(),
+            caller.visible(),
+            id,
+            Some(audit.entry()),
+            app.clock.now_ms(),
+        )
         .await?;
-    audit(
-        &app,
-        &caller,
-        job.tenant_id.as_deref(),
-        "job.cancel",
-        Some(&id.to_string()),
-        serde_json::json!({}),
-    )
-    .await?;
     Ok(Json(job.into()))
 }
 
@@ -232,30 +228,24 @@ pub async fn replay_dead_letters(
         max_age_hours: body.max_age_hours,
         visible_connections: caller.visible().map(|v| v.to_vec()),
     };
+    let audit = Audit::by(&caller, "dead_letter.replay")
+        .tenant(caller.tenant_id())
+        .connection(body.connection_id.as_deref())
+        .params(serde_json::json!({
+            "ids": body.ids, "kind": body.kind, "connection_id": body.connection_id, "error_class": body.error_class,
+            "max_age_hours": body.max_age_hours, "dry_run": body.dry_run, "stagger_ms": body.stagger_ms,
+        }));
     let r = app
         .store
-        .replay_dead_letters(
+        .replay_dead_letters_audited(
             &caller.scope(),
             &filter,
             body.dry_run,
             body.stagger_ms,
+            Some(audit.entry()),
             app.clock.now_ms(),
         )
         .await?;
-    let params = serde_json::json!({
-        "ids": body.ids, "kind": body.kind, "connection_id": body.connection_id, "error_class": body.error_class,
-        "max_age_hours": body.max_age_hours, "dry_run": body.dry_run, "stagger_ms": body.stagger_ms,
-        "matched": r.matched, "replayed": r.replayed, "job_ids": r.job_ids,
-    });
-    audit(
-        &app,
-        &caller,
-        caller.tenant_id(),
-        "dead_letter.replay",
-        None,
-        params,
-    )
-    .await?;
     if r.replayed > 0 {
         app.job_notify.notify_one();
     }
@@ -289,9 +279,19 @@ pub async fn review_dead_letter(
         super::extract::parse_json(&body)?
     };
     let reviewed = body.reviewed.unwrap_or(true);
+    let audit = Audit::by(&caller, "dead_letter.review")
+        .target(id)
+        .params(serde_json::json!({ "reviewed": reviewed }));
     let job = app
         .store
-        .review_dead_letter(&caller.scope(), caller.visible(), id, reviewed)
+        .review_dead_letter_audited(
+            &caller.scope(),
+            caller.visible(),
+            id,
+            reviewed,
+            Some(audit.entry()),
+            app.clock.now_ms(),
+        )
         .await
         .map_err(|e| match e {
             syncguard_store::StoreError::NotFound => {
@@ -299,15 +299,6 @@ pub async fn review_dead_letter(
             }
             other => other.into(),
         })?;
-    audit(
-        &app,
-        &caller,
-        job.tenant_id.as_deref(),
-        "dead_letter.review",
-        Some(&id.to_string()),
-        serde_json::json!({ "reviewed": reviewed }),
-    )
-    .await?;
     Ok(Json(job.into()))
 }
 
@@ -334,7 +325,12 @@ pub async fn list_audit(
     .page()?;
     let entries = app
         .store
-        .list_audit(&caller.scope(), q.action.as_deref(), &page)
+        .list_audit(
+            &caller.scope(),
+            caller.visible(),
+            q.action.as_deref(),
+            &page,
+        )
         .await?;
     Ok(Json(List::from_page(
         entries,

@@ -3,9 +3,14 @@
 //! Every request passes the same layers, outermost first: request id (accepted from
 //! `X-Request-Id` or generated, echoed), the request context (task-local request id for problem
 //! documents and logs, metrics, the early 413 on a declared `Content-Length` over the limit),
-//! then `Idempotency-Key` handling for mutating `/v1` calls. Handlers authenticate with the
-//! [`extract::Caller`] extractor and never touch SQL.
+//! then `Idempotency-Key` handling for mutating `/v1` calls (which authenticates the caller
+//! before it claims or replays anything). Handlers authenticate with the [`extract::Caller`]
+//! extractor and never touch SQL.
+//!
+//! Metric labels come from closed sets: the method is one of the standard ones or `other`,
+//! the route a matched route template or `unmatched`, so no request can mint a new series.
 
+pub mod audit;
 mod connections;
 pub mod error;
 pub mod extract;
@@ -113,6 +118,21 @@ pub fn router(app: App) -> Router {
         .with_state(app)
 }
 
+/// The metric label of a request method: a standard method, or `other`.
+fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 /// Request context: request id in scope for the handler, early body-limit check, metrics and
 /// one log line per request.
 async fn context(State(app): State<App>, req: Request, next: Next) -> Response {
@@ -122,7 +142,7 @@ async fn context(State(app): State<App>, req: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let method = req.method().clone();
+    let method = method_label(req.method());
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -153,11 +173,11 @@ async fn context(State(app): State<App>, req: Request, next: Next) -> Response {
     let elapsed = started.elapsed();
     app.metrics
         .http_requests_total
-        .with_label_values(&[method.as_str(), &route, status.as_str()])
+        .with_label_values(&[method, &route, status.as_str()])
         .inc();
     app.metrics
         .http_request_duration_seconds
-        .with_label_values(&[method.as_str(), &route])
+        .with_label_values(&[method, &route])
         .observe(elapsed.as_secs_f64());
     if route != "/livez" && route != "/metrics" {
         tracing::info!(request_id = %id, method = %method, route = %route, status = status.as_u16(), duration_ms = elapsed.as_secs_f64() * 1000.0, "request");

@@ -1,7 +1,13 @@
 //! Tenants and API keys.
+//!
+//! A key sees, and may revoke, only keys no broader than itself (store `KeyBounds`): in its
+//! tenant, of a role not above its own and, for a connection-scoped key, limited to a subset
+//! of its connections. Any other key does not exist for it (404). It creates keys within the
+//! same bounds (a broader role is 403, a connection outside its list 404).
 
+use super::audit::Audit;
 use super::error::{ApiError, ApiResult};
-use super::extract::{request_id, ApiJson, ApiPath, ApiQuery, Caller, ListParams};
+use super::extract::{ApiJson, ApiPath, ApiQuery, Caller, ListParams};
 use super::views::{KeyView, List, TenantView};
 use super::Problem;
 use crate::app::App;
@@ -10,8 +16,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use syncguard_core::role::Role;
-use syncguard_store::audit::NewAudit;
-use syncguard_store::tenancy::NewApiKey;
+use syncguard_store::tenancy::{KeyBounds, NewApiKey};
 use syncguard_store::Scope;
 use utoipa::ToSchema;
 
@@ -22,29 +27,23 @@ pub struct CreateTenant {
     pub name: String,
 }
 
-/// Records an admin action in the audit log. A failure to audit fails the request: an
-/// unaudited admin action must not happen silently.
+/// Records an admin action in the audit log on its own, for actions whose change is not a
+/// store write of their own (a link token, a queued sync). A failure to audit fails the
+/// request: an unaudited admin action must not happen silently.
 pub async fn audit(
     app: &App,
     caller: &Caller,
     tenant_id: Option<&str>,
-    action: &str,
+    action: &'static str,
     target: Option<&str>,
     params: serde_json::Value,
 ) -> ApiResult<()> {
-    let rid = request_id();
+    let mut entry = Audit::by(caller, action).tenant(tenant_id).params(params);
+    if let Some(t) = target {
+        entry = entry.target(t);
+    }
     app.store
-        .append_audit(
-            NewAudit {
-                tenant_id,
-                actor: &caller.key.id,
-                action,
-                target,
-                params,
-                request_id: rid.as_deref(),
-            },
-            app.clock.now_ms(),
-        )
+        .append_audit(entry.entry(), app.clock.now_ms())
         .await?;
     Ok(())
 }
@@ -63,16 +62,11 @@ pub async fn create_tenant(
             "field `name`: must be 1 to 100 characters",
         ));
     }
-    let t = app.store.create_tenant(name, app.clock.now_ms()).await?;
-    audit(
-        &app,
-        &caller,
-        Some(&t.id),
-        "tenant.create",
-        Some(&t.id),
-        serde_json::json!({ "name": t.name }),
-    )
-    .await?;
+    let audit = Audit::by(&caller, "tenant.create").params(serde_json::json!({ "name": name }));
+    let t = app
+        .store
+        .create_tenant_audited(name, Some(audit.entry()), app.clock.now_ms())
+        .await?;
     Ok((StatusCode::CREATED, Json(t.into())))
 }
 
@@ -159,9 +153,12 @@ pub async fn create_key(
         }
     };
     let clear = syncguard_core::ids::new_api_key(&mut rand::thread_rng());
+    let audit = Audit::by(&caller, "key.create")
+        .tenant(tenant_id.as_deref())
+        .params(serde_json::json!({ "role": role, "name": name, "connections": connections }));
     let key = app
         .store
-        .create_api_key(
+        .create_api_key_audited(
             NewApiKey {
                 id: None,
                 tenant_id: tenant_id.clone(),
@@ -170,18 +167,10 @@ pub async fn create_key(
                 connections,
             },
             &clear,
+            Some(audit.entry()),
             app.clock.now_ms(),
         )
         .await?;
-    audit(
-        &app,
-        &caller,
-        tenant_id.as_deref(),
-        "key.create",
-        Some(&key.id),
-        serde_json::json!({ "role": role, "name": key.name, "connections": key.connections }),
-    )
-    .await?;
     let mut view = KeyView::from(key);
     view.key = Some(clear);
     Ok((StatusCode::CREATED, Json(view)))
@@ -195,7 +184,10 @@ pub async fn list_keys(
     ApiQuery(q): ApiQuery<ListParams>,
 ) -> ApiResult<Json<List<KeyView>>> {
     caller.require(Role::Admin)?;
-    let page = app.store.list_api_keys(&caller.scope(), &q.page()?).await?;
+    let page = app
+        .store
+        .list_api_keys_within(&caller.scope(), bounds(&caller), &q.page()?)
+        .await?;
     Ok(Json(List::from_page(page, KeyView::from)))
 }
 
@@ -207,22 +199,25 @@ pub async fn revoke_key(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<KeyView>> {
     caller.require(Role::Admin)?;
+    let audit = Audit::by(&caller, "key.revoke").target(&id);
     let key = app
         .store
-        .revoke_api_key(&caller.scope(), &id, app.clock.now_ms())
+        .revoke_api_key_audited(
+            &caller.scope(),
+            bounds(&caller),
+            &id,
+            Some(audit.entry()),
+            app.clock.now_ms(),
+        )
         .await
         .map_err(|e| match e {
             syncguard_store::StoreError::NotFound => ApiError::not_found("key not found"),
             other => other.into(),
         })?;
-    audit(
-        &app,
-        &caller,
-        key.tenant_id.as_deref(),
-        "key.revoke",
-        Some(&key.id),
-        serde_json::json!({}),
-    )
-    .await?;
     Ok(Json(key.into()))
+}
+
+/// The keys `caller` may see: any for a platform key, else those no broader than it.
+fn bounds(caller: &Caller) -> Option<KeyBounds<'_>> {
+    (!caller.is_platform()).then(|| KeyBounds::of(&caller.key))
 }

@@ -136,6 +136,8 @@ impl From<Job> for JobView {
 pub struct AuditView {
     pub id: i64,
     pub tenant_id: Option<String>,
+    /// The connection the action concerned, if one.
+    pub connection_id: Option<String>,
     pub actor: String,
     pub action: String,
     pub target: Option<String>,
@@ -150,6 +152,7 @@ impl From<AuditEntry> for AuditView {
         AuditView {
             id: e.id,
             tenant_id: e.tenant_id,
+            connection_id: e.connection_id,
             actor: e.actor,
             action: e.action,
             target: e.target,

@@ -191,6 +191,7 @@ async fn transitioned(app: &App, c: &Circuit, t: Transition, actor: Actor<'_>) {
         tenant_id: Some(&c.tenant_id),
         actor: actor_id,
         action,
+        connection_id: Some(&c.connection_id),
         target: Some(&c.key),
         params: json!({ "provider": c.provider, "from": from, "to": to, "reason": reason }),
         request_id,

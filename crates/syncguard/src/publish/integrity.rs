@@ -78,6 +78,7 @@ pub(super) async fn run(ctx: JobContext) -> Result<(), JobError> {
                             "actual_hash": m.actual_hash,
                         }),
                         request_id: None,
+                        ..Default::default()
                     },
                     now,
                 )

@@ -294,6 +294,7 @@ pub async fn take_snapshot(
         &app,
         &caller,
         &connection.tenant_id,
+        &connection.id,
         "snapshot.take",
         &snap.id.to_string(),
         serde_json::json!({ "resource": body.resource, "external_id": body.external_id }),

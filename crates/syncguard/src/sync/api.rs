@@ -5,7 +5,7 @@ use super::plan::SyncSettings;
 use super::{start_syncs, Reason};
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery, Caller, ListParams};
-use crate::api::tenants::audit;
+use crate::api::audit::Audit;
 use crate::api::views::List;
 use crate::api::Problem;
 use crate::app::App;
@@ -116,7 +116,14 @@ pub async fn start_sync(
         )));
     }
     let started = start_syncs(&app, &conn, &resources, Reason::Manual, body.full).await?;
-    audit(&app, &caller, Some(&conn.tenant_id), "connection.sync", Some(&id), json!({ "resources": started.iter().map(|(r, _)| r).collect::<Vec<_>>(), "full": body.full })).await?;
+    let audit = Audit::by(&caller, "connection.sync")
+        .tenant(Some(&conn.tenant_id))
+        .connection(Some(&id))
+        .target(&id)
+        .params(json!({ "resources": started.iter().map(|(r, _)| r).collect::<Vec<_>>(), "full": body.full }));
+    app.store
+        .append_audit(audit.entry(), app.clock.now_ms())
+        .await?;
     let jobs = started
         .into_iter()
         .map(|(resource, e)| SyncJobView {

@@ -3,6 +3,10 @@
 //! disconnect. Status goes `pending → active ⇄ paused`, `error`, `disconnected`; every change
 //! is recorded in the status history (by the store) and audited. No answer carries a secret.
 //!
+//! Every change is validated whole before anything is written, then written with its audit
+//! entries in one store transaction: a refused `PATCH` changes nothing. A connection-scoped
+//! key cannot create connections (403): a new connection would lie outside its list.
+//!
 //! The create/list/get handlers are registered by `api::connections` and use the types and
 //! [`create`] defined here; the rest are routed by [`super::routes`].
 
@@ -10,7 +14,7 @@ use super::plan::{missing_credentials, SyncSettings};
 use super::{link, start_syncs, syncs, Reason};
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery, Caller};
-use crate::api::tenants::audit;
+use crate::api::audit::Audit;
 use crate::api::Problem;
 use crate::app::App;
 use crate::clock::rfc3339;
@@ -23,7 +27,7 @@ use serde_json::{json, Value};
 use syncguard_core::role::Role;
 use syncguard_core::signature::WebhookAuth;
 use syncguard_store::checkpoints::PurgedData;
-use syncguard_store::connections::{Connection, NewConnection, SealedSecrets};
+use syncguard_store::connections::{Connection, ConnectionUpdate, NewConnection, StatusChange};
 use syncguard_store::page::PageRequest;
 use syncguard_store::queue::{JobFilter, JobState};
 use syncguard_store::{Scope, StoreError};
@@ -201,6 +205,11 @@ pub async fn create(
     body: CreateConnection,
 ) -> ApiResult<(StatusCode, Json<ConnectionView>)> {
     caller.require(Role::Admin)?;
+    if caller.visible().is_some() {
+        return Err(ApiError::forbidden(
+            "a key limited to some connections cannot create connections",
+        ));
+    }
     let tenant_id = match (caller.tenant_id(), body.tenant_id) {
         (Some(own), None) => own.to_string(),
         (Some(own), Some(asked)) if asked == own => asked,
@@ -252,9 +261,19 @@ pub async fn create(
     }
     let id = syncguard_core::ids::new_id("con");
     let status = initial_status(def, credentials.as_ref(), webhook_secrets.is_some());
+    let via = if body.auth_code.is_some() {
+        "auth_code"
+    } else {
+        "credentials"
+    };
+    let audit = Audit::by(caller, "connection.create")
+        .tenant(Some(&tenant_id))
+        .connection(Some(&id))
+        .target(&id)
+        .params(json!({ "provider": body.provider, "name": body.name, "via": via, "status": status }));
     let conn = app
         .store
-        .create_connection(
+        .create_connection_audited(
             NewConnection {
                 id: id.clone(),
                 tenant_id: tenant_id.clone(),
@@ -265,23 +284,10 @@ pub async fn create(
                 credentials: credentials.as_ref().map(|c| seal(app, &id, c)),
                 webhook_secrets: webhook_secrets.map(|s| seal(app, &id, &json!(s))),
             },
+            Some(audit.entry()),
             app.clock.now_ms(),
         )
         .await?;
-    let via = if body.auth_code.is_some() {
-        "auth_code"
-    } else {
-        "credentials"
-    };
-    audit(
-        app,
-        caller,
-        Some(&tenant_id),
-        "connection.create",
-        Some(&id),
-        json!({ "provider": conn.provider, "name": conn.name, "via": via, "status": conn.status }),
-    )
-    .await?;
     if syncs(app, &conn) {
         // The backfill. Should this fail, the next scheduler tick enqueues it all the same.
         if let Err(e) = start_syncs(app, &conn, &[], Reason::Connect, false).await {
@@ -317,26 +323,28 @@ async fn visible_for_admin(app: &App, caller: &Caller, id: &str) -> ApiResult<Co
     Ok(conn)
 }
 
-/// The credential fields `conn`'s provider needs that its stored credentials lack.
-async fn missing_stored_credentials(
+/// The credentials `conn` will have: `new` ones, or the stored ones opened.
+async fn credentials_after(
     app: &App,
     conn: &Connection,
-    def: &ProviderDef,
-) -> ApiResult<Vec<String>> {
+    new: Option<&Value>,
+) -> ApiResult<Option<Value>> {
+    if let Some(v) = new {
+        return Ok(Some(v.clone()));
+    }
     let sealed = app
         .store
         .connection_secrets(&conn.id)
         .await?
         .and_then(|s| s.credentials);
     let Some(bytes) = sealed else {
-        return Ok(vec!["credentials".into()]);
+        return Ok(None);
     };
     let plain = app
         .sealer
         .open(&bytes, &conn.id)
         .map_err(|e| ApiError::internal(format!("stored credentials cannot be opened: {e}")))?;
-    let value: Value = serde_json::from_slice(&plain).unwrap_or(Value::Null);
-    Ok(missing_credentials(def, &value))
+    Ok(Some(serde_json::from_slice(&plain).unwrap_or(Value::Null)))
 }
 
 #[utoipa::path(patch, path = "/v1/connections/{id}", tag = "connections", request_body = UpdateConnection,
@@ -361,14 +369,14 @@ pub async fn update_connection(
             conn.provider
         ))
     })?;
-    let now = app.clock.now_ms();
+    // First everything is checked; only then is anything written.
+    let mut update = ConnectionUpdate::default();
     let mut changed = Vec::new();
     if let Some(patch) = &body.config {
         let Some(patch) = patch.as_object() else {
             return Err(ApiError::unprocessable("field `config`: must be an object"));
         };
         let mut config = conn.config.clone();
-        let mut secrets = None;
         for (key, value) in patch {
             let obj = config.as_object_mut().expect("stored config is an object");
             if value.is_null() {
@@ -379,34 +387,13 @@ pub async fn update_connection(
         }
         check_config(&app, &conn.provider, &config)?;
         if patch.contains_key("webhook") {
-            secrets = Some(split_webhook_secrets(
+            let secrets = split_webhook_secrets(
                 &mut config,
                 app.config.environment == crate::config::Environment::Production,
-            )?);
+            )?;
+            update.webhook_secrets = Some(secrets.map(|s| seal(&app, &id, &json!(s))));
         }
-        app.store.set_connection_config(&id, &config, now).await?;
-        if let Some(new) = secrets {
-            let old = app
-                .store
-                .connection_secrets(&id)
-                .await?
-                .unwrap_or(SealedSecrets {
-                    credentials: None,
-                    webhook_secrets: None,
-                });
-            let webhook_secrets = new.map(|s| seal(&app, &id, &json!(s)));
-            app.store
-                .set_connection_secrets(
-                    &id,
-                    &SealedSecrets {
-                        webhook_secrets,
-                        ..old
-                    },
-                    now,
-                )
-                .await?;
-        }
-        app.webhooks.invalidate(&id);
+        update.config = Some(config);
         changed.push("config");
     }
     if let Some(creds) = &body.credentials {
@@ -415,25 +402,8 @@ pub async fn update_connection(
                 "field `credentials`: must be an object",
             ));
         }
-        let old = app
-            .store
-            .connection_secrets(&id)
-            .await?
-            .unwrap_or(SealedSecrets {
-                credentials: None,
-                webhook_secrets: None,
-            });
-        let credentials = Some(seal(&app, &id, creds));
-        app.store
-            .set_connection_secrets(&id, &SealedSecrets { credentials, ..old }, now)
-            .await?;
         changed.push("credentials");
     }
-    let conn = app
-        .store
-        .get_connection(&Scope::All, None, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("connection not found"))?;
     // New credentials revive a connection that waited for them or whose old ones were refused.
     let wanted = match body.status.as_deref() {
         None if body.credentials.is_some() && matches!(conn.status.as_str(), "pending" | "error") => Some("active"),
@@ -445,11 +415,12 @@ pub async fn update_connection(
             )))
         }
     };
-    if let Some(to) = wanted.filter(|to| *to != conn.status) {
+    let to = wanted.filter(|to| *to != conn.status);
+    if to == Some("active") && def.has_api() {
         // Without credentials an API provider's connection still receives webhooks; with
         // incomplete ones it would only fail, so it is not activated.
-        if to == "active" && def.has_api() && conn.has_credentials {
-            let missing = missing_stored_credentials(&app, &conn, def).await?;
+        if let Some(creds) = credentials_after(&app, &conn, body.credentials.as_ref()).await? {
+            let missing = missing_credentials(def, &creds);
             if !missing.is_empty() {
                 return Err(ApiError::unprocessable(format!(
                     "field `credentials`: cannot activate, the credentials lack {}",
@@ -461,44 +432,46 @@ pub async fn update_connection(
                 )));
             }
         }
-        let action = if to == "paused" {
-            "connection.pause"
-        } else {
-            "connection.resume"
-        };
-        let reason = format!("{action} by key {}", caller.key.id);
-        let from = app
-            .store
-            .set_connection_status(&id, to, &reason, app.clock.now_ms())
-            .await?;
-        audit(
-            &app,
-            &caller,
-            Some(&conn.tenant_id),
-            action,
-            Some(&id),
-            json!({ "from": from, "to": to }),
-        )
-        .await?;
-        tracing::info!(connection_id = %id, from = %from, to, "connection status changed");
     }
+    update.credentials = body.credentials.as_ref().map(|c| seal(&app, &id, c));
+    let about = |action| {
+        Audit::by(&caller, action)
+            .tenant(Some(&conn.tenant_id))
+            .connection(Some(&id))
+            .target(&id)
+    };
+    let update_audit = about("connection.update").params(json!({ "changed": changed }));
+    let action = if to == Some("paused") {
+        "connection.pause"
+    } else {
+        "connection.resume"
+    };
+    let status_audit = about(action);
+    let reason = format!("{action} by key {}", caller.key.id);
     if !changed.is_empty() {
-        audit(
-            &app,
-            &caller,
-            Some(&conn.tenant_id),
-            "connection.update",
-            Some(&id),
-            json!({ "changed": changed }),
-        )
+        update.audit = Some(update_audit.entry());
+    }
+    update.status = to.map(|to| StatusChange {
+        to,
+        reason: &reason,
+        audit: Some(status_audit.entry()),
+    });
+    let from = app
+        .store
+        .update_connection(&id, update, app.clock.now_ms())
         .await?;
+    if body.config.is_some() {
+        app.webhooks.invalidate(&id);
+    }
+    if let Some(to) = to.filter(|to| *to != from) {
+        tracing::info!(connection_id = %id, from = %from, to, "connection status changed");
     }
     let after = app
         .store
         .get_connection(&Scope::All, None, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("connection not found"))?;
-    if after.status == "active" && conn.status != "active" && syncs(&app, &after) {
+    if after.status == "active" && from != "active" && syncs(&app, &after) {
         start_syncs(&app, &after, &[], Reason::Resume, false).await?;
     }
     Ok(Json(after.into()))
@@ -534,24 +507,20 @@ pub async fn disconnect(
 ) -> ApiResult<Json<Disconnected>> {
     let conn = visible_for_admin(&app, &caller, &id).await?;
     let now = app.clock.now_ms();
-    // First the status: from here on no page of this connection can commit, no webhook is
-    // accepted and no sync is scheduled.
+    // First the status, the erased secrets and the audit entry, together: from here on no
+    // page of this connection can commit, no webhook is accepted and no sync is scheduled.
+    // What follows (cancelling jobs, purging) is repeated by a retried DELETE.
+    let audit = Audit::by(&caller, "connection.disconnect")
+        .tenant(Some(&conn.tenant_id))
+        .connection(Some(&id))
+        .target(&id)
+        .params(json!({ "purge": q.purge }));
     let from = app
         .store
-        .set_connection_status(
+        .disconnect_connection(
             &id,
-            "disconnected",
             &format!("disconnected by key {}", caller.key.id),
-            now,
-        )
-        .await?;
-    app.store
-        .set_connection_secrets(
-            &id,
-            &SealedSecrets {
-                credentials: None,
-                webhook_secrets: None,
-            },
+            Some(audit.entry()),
             now,
         )
         .await?;
@@ -563,8 +532,7 @@ pub async fn disconnect(
     } else {
         None
     };
-    audit(&app, &caller, Some(&conn.tenant_id), "connection.disconnect", Some(&id), json!({ "from": from, "purge": q.purge, "cancelled_jobs": cancelled_jobs, "purged": purged })).await?;
-    tracing::info!(connection_id = %id, cancelled_jobs, stopped_here = stopped, purge = q.purge, "connection disconnected");
+    tracing::info!(connection_id = %id, from = %from, cancelled_jobs, stopped_here = stopped, purge = q.purge, "connection disconnected");
     let conn = app
         .store
         .get_connection(&Scope::All, None, &id)

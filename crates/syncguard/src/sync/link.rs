@@ -210,6 +210,12 @@ pub async fn create_link_token(
     ApiJson(body): ApiJson<CreateLinkToken>,
 ) -> ApiResult<(StatusCode, Json<LinkToken>)> {
     caller.require(Role::Admin)?;
+    if caller.visible().is_some() {
+        // The link flow ends in a new connection, which such a key cannot create.
+        return Err(ApiError::forbidden(
+            "a key limited to some connections cannot create connections",
+        ));
+    }
     let tenant_id = match (caller.tenant_id(), &body.tenant_id) {
         (Some(own), None) => own.to_string(),
         (Some(own), Some(asked)) if asked == own => own.to_string(),

@@ -414,6 +414,7 @@ pub async fn set_status(
                     tenant_id: Some(&conn.tenant_id),
                     actor: "system",
                     action: "connection.status_changed",
+                    connection_id: Some(&conn.id),
                     target: Some(&conn.id),
                     params: json!({ "from": from, "to": status, "reason": reason }),
                     request_id: None,

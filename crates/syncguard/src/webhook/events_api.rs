@@ -5,7 +5,7 @@
 use super::{process, PROCESS_KIND};
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::extract::{ApiJson, ApiQuery, Caller, ListParams};
-use crate::api::tenants::audit;
+use crate::api::audit::Audit;
 use crate::api::views::{JobView, List};
 use crate::api::Problem;
 use crate::app::App;
@@ -285,25 +285,18 @@ pub async fn replay_events(
         job
     };
     let now = app.clock.now_ms();
+    let audit = Audit::by(&caller, "event.replay")
+        .tenant(caller.tenant_id())
+        .connection(body.connection_id.as_deref())
+        .params(serde_json::json!({
+            "ids": body.ids, "connection_id": body.connection_id, "status": body.status,
+            "type": body.event_type, "since": body.since, "dry_run": body.dry_run,
+            "stagger_ms": body.stagger_ms,
+        }));
     let r = app
         .store
-        .replay_events(&caller.scope(), &request, &make_job, now)
+        .replay_events_audited(&caller.scope(), &request, &make_job, Some(audit.entry()), now)
         .await?;
-    let params = serde_json::json!({
-        "ids": body.ids, "connection_id": body.connection_id, "status": body.status,
-        "type": body.event_type, "since": body.since, "dry_run": body.dry_run,
-        "stagger_ms": body.stagger_ms, "matched": r.matched, "replayed": r.replayed,
-        "event_ids": r.event_ids, "job_ids": r.job_ids,
-    });
-    audit(
-        &app,
-        &caller,
-        caller.tenant_id(),
-        "event.replay",
-        None,
-        params,
-    )
-    .await?;
     if r.replayed > 0 {
         app.job_notify.notify_one();
     }
