@@ -394,7 +394,6 @@ impl Store {
         audit: Option<crate::audit::NewAudit<'_>>,
         now: Millis,
     ) -> Result<EventReplay> {
-
         let (dry_run, stagger_ms) = (req.dry_run, req.stagger_ms);
         let mut c = self.event_conditions(scope, &req.filter);
         c.and("status <> 'duplicate'", vec![]);

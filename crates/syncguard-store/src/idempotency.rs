@@ -128,7 +128,11 @@ impl Store {
     }
 
     /// The stored response of a finished key, as stored.
-    pub async fn stored_idempotent(&self, scope: &str, key: &str) -> Result<Option<StoredResponse>> {
+    pub async fn stored_idempotent(
+        &self,
+        scope: &str,
+        key: &str,
+    ) -> Result<Option<StoredResponse>> {
         on_reader!(self, p => {
             let row: Option<(Option<i64>, Option<String>, Option<Vec<u8>>)> =
                 sqlx::query_as("SELECT status, content_type, body FROM idempotency_keys WHERE scope = $1 AND key = $2 AND state = 'done'")

@@ -1,8 +1,8 @@
 //! Jobs and dead letters.
 
+use super::audit::Audit;
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiPath, ApiQuery, Caller, ListParams};
-use super::audit::Audit;
 use super::views::{JobView, List};
 use super::Problem;
 use crate::app::App;

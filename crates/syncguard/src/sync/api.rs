@@ -3,9 +3,9 @@
 
 use super::plan::SyncSettings;
 use super::{start_syncs, Reason};
+use crate::api::audit::Audit;
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery, Caller, ListParams};
-use crate::api::audit::Audit;
 use crate::api::views::List;
 use crate::api::Problem;
 use crate::app::App;

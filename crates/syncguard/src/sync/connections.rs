@@ -12,9 +12,9 @@
 
 use super::plan::{missing_credentials, SyncSettings};
 use super::{link, start_syncs, syncs, Reason};
+use crate::api::audit::Audit;
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery, Caller};
-use crate::api::audit::Audit;
 use crate::api::Problem;
 use crate::app::App;
 use crate::clock::rfc3339;
@@ -270,7 +270,9 @@ pub async fn create(
         .tenant(Some(&tenant_id))
         .connection(Some(&id))
         .target(&id)
-        .params(json!({ "provider": body.provider, "name": body.name, "via": via, "status": status }));
+        .params(
+            json!({ "provider": body.provider, "name": body.name, "via": via, "status": status }),
+        );
     let conn = app
         .store
         .create_connection_audited(

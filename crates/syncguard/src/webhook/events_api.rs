@@ -3,9 +3,9 @@
 //! does not exist for the caller (404). Replay is an audited admin action.
 
 use super::{process, PROCESS_KIND};
+use crate::api::audit::Audit;
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::extract::{ApiJson, ApiQuery, Caller, ListParams};
-use crate::api::audit::Audit;
 use crate::api::views::{JobView, List};
 use crate::api::Problem;
 use crate::app::App;
@@ -295,7 +295,13 @@ pub async fn replay_events(
         }));
     let r = app
         .store
-        .replay_events_audited(&caller.scope(), &request, &make_job, Some(audit.entry()), now)
+        .replay_events_audited(
+            &caller.scope(),
+            &request,
+            &make_job,
+            Some(audit.entry()),
+            now,
+        )
         .await?;
     if r.replayed > 0 {
         app.job_notify.notify_one();

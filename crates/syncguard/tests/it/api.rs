@@ -29,7 +29,7 @@ fn now() -> i64 {
 }
 
 /// A dead job of `tenant` on `connection`.
-async fn dead_job(app: &TestApp, tenant: &str, connection: &str) -> i64 {
+pub(crate) async fn dead_job(app: &TestApp, tenant: &str, connection: &str) -> i64 {
     let mut j = NewJob::new("never.handled", json!({}));
     j.tenant_id = Some(tenant.into());
     j.connection_id = Some(connection.into());
@@ -488,14 +488,15 @@ async fn idempotency_keys_replay_refuse_and_conflict(backend: Backend) {
         "same key, different body"
     );
     // A request still in flight with the key: the claim is taken, no response stored yet.
-    let scope = syncguard_core::ids::sha256_hex(format!("Bearer {PLATFORM_KEY}").as_bytes());
+    // Records are bound to the authenticated key's id.
+    let scope = "key_bootstrap";
     let body = serde_json::to_vec(&json!({ "name": "initech" })).unwrap();
     let mut material = b"POST /v1/tenants\n".to_vec();
     material.extend_from_slice(&body);
     let fingerprint = syncguard_core::ids::sha256_hex(&material);
     app.db
         .store
-        .claim_idempotency_key(&scope, "k-2", &fingerprint, now())
+        .claim_idempotency_key(scope, "k-2", &fingerprint, now())
         .await
         .unwrap();
     assert_eq!(post("initech", "k-2").send().await.unwrap().status(), 409);

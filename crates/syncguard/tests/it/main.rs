@@ -4,6 +4,9 @@
 mod helpers;
 
 mod api;
+mod api_audit;
+mod api_idempotency;
+mod api_scope;
 mod engine;
 mod health;
 mod process;
