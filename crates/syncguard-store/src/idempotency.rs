@@ -22,6 +22,9 @@ pub struct StoredResponse {
     pub body: Vec<u8>,
 }
 
+/// `status, content_type, body` of a stored row.
+type StoredRow = (Option<i64>, Option<String>, Option<Vec<u8>>);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
     /// The key is ours: run the request, then [`Store::finish_idempotent`].
@@ -134,7 +137,7 @@ impl Store {
         key: &str,
     ) -> Result<Option<StoredResponse>> {
         on_reader!(self, p => {
-            let row: Option<(Option<i64>, Option<String>, Option<Vec<u8>>)> =
+            let row: Option<StoredRow> =
                 sqlx::query_as("SELECT status, content_type, body FROM idempotency_keys WHERE scope = $1 AND key = $2 AND state = 'done'")
                     .bind(scope)
                     .bind(key)
