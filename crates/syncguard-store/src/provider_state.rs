@@ -102,6 +102,20 @@ impl Store {
         now: Millis,
         change: impl FnOnce(&mut BreakerState) -> R + Send,
     ) -> Result<(R, BreakerState)> {
+        self.update_circuit_audited(owner, now, change, None, |_| None)
+            .await
+    }
+
+    /// As [`Store::update_circuit`], writing `audit` in the same transaction when `params` of
+    /// what `change` returned is some (its params replace the entry's).
+    pub async fn update_circuit_audited<R: Send>(
+        &self,
+        owner: CircuitOwner<'_>,
+        now: Millis,
+        change: impl FnOnce(&mut BreakerState) -> R + Send,
+        audit: Option<crate::audit::NewAudit<'_>>,
+        params: impl FnOnce(&R) -> Option<serde_json::Value> + Send,
+    ) -> Result<(R, BreakerState)> {
         let key = owner.key();
         let select = format!(
             "SELECT machine FROM circuits WHERE key = $1{}",
@@ -136,6 +150,10 @@ impl Store {
                     .bind(&key)
                     .execute(&mut *tx)
                     .await?;
+            }
+            if let (Some(mut a), Some(p)) = (audit, params(&out)) {
+                a.params = p;
+                crate::audit::insert_audit!(&mut *tx, &a, now)?;
             }
             tx.commit().await?;
             Ok((out, machine))

@@ -159,9 +159,30 @@ impl Circuit {
         actor: Actor<'_>,
     ) -> Result<(Option<Transition>, BreakerState), syncguard_store::StoreError> {
         let now = app.clock.now_ms();
+        // An operator's override is written with its audit entry; automatic transitions are
+        // audited after the fact (they are no request's change).
+        let entry = match actor {
+            Actor::Key { id, request_id } => Some(NewAudit {
+                tenant_id: Some(&self.tenant_id),
+                connection_id: Some(&self.connection_id),
+                actor: id,
+                action: "circuit.force",
+                target: Some(&self.key),
+                params: json!({}),
+                request_id,
+            }),
+            Actor::System => None,
+        };
+        let provider = self.provider.clone();
         let (t, machine) = app
             .store
-            .update_circuit(self.owner(), now, move |m| m.force(mode, now))
+            .update_circuit_audited(
+                self.owner(),
+                now,
+                move |m| m.force(mode, now),
+                entry,
+                move |t: &Option<Transition>| t.as_ref().map(|t| transition_params(&provider, t)),
+            )
             .await?;
         if let Some(t) = t {
             transitioned(app, self, t, actor).await;
@@ -183,18 +204,19 @@ async fn transitioned(app: &App, c: &Circuit, t: Transition, actor: Actor<'_>) {
     } else {
         tracing::warn!(circuit = %c.key, connection_id = %c.connection_id, provider = %c.provider, from, to, reason, "circuit transition");
     }
-    let (actor_id, request_id, action) = match actor {
-        Actor::System => ("system", None, "circuit.transition"),
-        Actor::Key { id, request_id } => (id, request_id, "circuit.force"),
-    };
+    if let Actor::Key { .. } = actor {
+        // Written with the change (see `Circuit::force`).
+        app.providers.refresh_gauges(app).await;
+        return;
+    }
     let entry = NewAudit {
         tenant_id: Some(&c.tenant_id),
-        actor: actor_id,
-        action,
+        actor: "system",
+        action: "circuit.transition",
         connection_id: Some(&c.connection_id),
         target: Some(&c.key),
-        params: json!({ "provider": c.provider, "from": from, "to": to, "reason": reason }),
-        request_id,
+        params: transition_params(&c.provider, &t),
+        request_id: None,
     };
     if let Err(e) = app.store.append_audit(entry, app.clock.now_ms()).await {
         app.metrics
@@ -204,6 +226,11 @@ async fn transitioned(app: &App, c: &Circuit, t: Transition, actor: Actor<'_>) {
         tracing::error!(circuit = %c.key, error = %e, "auditing a circuit transition failed");
     }
     app.providers.refresh_gauges(app).await;
+}
+
+/// The audit params of a transition.
+fn transition_params(provider: &str, t: &Transition) -> serde_json::Value {
+    json!({ "provider": provider, "from": t.from.as_str(), "to": t.to.as_str(), "reason": t.reason.as_str() })
 }
 
 /// Most successes kept back before they are written.
