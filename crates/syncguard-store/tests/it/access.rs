@@ -1,8 +1,9 @@
 use crate::T0;
 use syncguard_core::role::Role;
+use syncguard_store::audit::NewAudit;
 use syncguard_store::idempotency::{Claim, StoredResponse};
 use syncguard_store::page::PageRequest;
-use syncguard_store::tenancy::NewApiKey;
+use syncguard_store::tenancy::{KeyBounds, NewApiKey};
 use syncguard_store::testkit::TestDb;
 use syncguard_store::{Scope, StoreError};
 
@@ -13,6 +14,8 @@ crate::on_both_stores!(
     keys_do_not_cross_tenants,
     idempotency_claims_replay_mismatch_and_in_flight,
     audit_is_scoped,
+    keys_see_and_revoke_only_keys_no_broader,
+    an_audited_change_rolls_back_with_its_entry,
 );
 
 fn page(limit: i64) -> PageRequest {
@@ -215,4 +218,162 @@ async fn audit_is_scoped(db: TestDb) {
         .await
         .unwrap();
     assert_eq!(all.items.len(), 2);
+}
+
+async fn keys_see_and_revoke_only_keys_no_broader(db: TestDb) {
+    let s = &db.store;
+    let t = s.create_tenant("acme", T0).await.unwrap();
+    let scope = Scope::Tenant(t.id.clone());
+    let make = |id: &str, role: Role, connections: Option<Vec<&str>>| NewApiKey {
+        id: Some(id.to_string()),
+        tenant_id: Some(t.id.clone()),
+        role,
+        name: id.to_string(),
+        connections: connections.map(|c| c.into_iter().map(String::from).collect()),
+    };
+    let keys = [
+        make("key_all_admin", Role::Admin, None),
+        make("key_a_admin", Role::Admin, Some(vec!["con_a"])),
+        make("key_a_viewer", Role::Viewer, Some(vec!["con_a"])),
+        make("key_none_viewer", Role::Viewer, Some(vec![])),
+        make("key_ab_viewer", Role::Viewer, Some(vec!["con_a", "con_b"])),
+        make("key_b_viewer", Role::Viewer, Some(vec!["con_b"])),
+        make("key_a_operator", Role::Operator, Some(vec!["con_a"])),
+    ];
+    for (i, k) in keys.into_iter().enumerate() {
+        s.create_api_key(k, &format!("sg_live_bounds_{i}"), T0)
+            .await
+            .unwrap();
+    }
+    let mine = vec!["con_a".to_string()];
+    let viewer_a = KeyBounds {
+        role: Role::Viewer,
+        connections: Some(&mine),
+    };
+    let admin_a = KeyBounds {
+        role: Role::Admin,
+        connections: Some(&mine),
+    };
+    let ids = |p: syncguard_store::page::Page<syncguard_store::tenancy::ApiKey>| {
+        p.items.into_iter().map(|k| k.id).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(s
+            .list_api_keys_within(&scope, Some(viewer_a), &page(50))
+            .await
+            .unwrap()),
+        vec!["key_a_viewer", "key_none_viewer"]
+    );
+    assert_eq!(
+        ids(s
+            .list_api_keys_within(&scope, Some(admin_a), &page(50))
+            .await
+            .unwrap()),
+        vec![
+            "key_a_admin",
+            "key_a_operator",
+            "key_a_viewer",
+            "key_none_viewer"
+        ]
+    );
+    assert_eq!(
+        s.list_api_keys_within(&scope, None, &page(50))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        7
+    );
+    for outside in ["key_all_admin", "key_ab_viewer", "key_b_viewer"] {
+        let err = s
+            .revoke_api_key_audited(&scope, Some(admin_a), outside, None, T0)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NotFound), "{outside}: {err:?}");
+    }
+    let err = s
+        .revoke_api_key_audited(&scope, Some(viewer_a), "key_a_operator", None, T0)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::NotFound),
+        "a role above the bound"
+    );
+    let entry = NewAudit {
+        actor: "key_a_admin",
+        action: "key.revoke",
+        target: Some("key_a_operator"),
+        ..Default::default()
+    };
+    let k = s
+        .revoke_api_key_audited(&scope, Some(admin_a), "key_a_operator", Some(entry), T0)
+        .await
+        .unwrap();
+    assert!(k.revoked_at.is_some());
+    let audit = s.list_audit(&scope, None, None, &page(50)).await.unwrap();
+    assert_eq!(
+        audit
+            .items
+            .iter()
+            .map(|e| e.action.as_str())
+            .collect::<Vec<_>>(),
+        vec!["key.revoke"],
+        "the entry names the key's tenant"
+    );
+}
+
+async fn an_audited_change_rolls_back_with_its_entry(db: TestDb) {
+    let s = &db.store;
+    let entry = NewAudit {
+        actor: "key_x",
+        action: "tenant.create",
+        ..Default::default()
+    };
+    let t = s
+        .create_tenant_audited("acme", Some(entry.clone()), T0)
+        .await
+        .unwrap();
+    // A taken name: neither a tenant nor an entry.
+    let err = s
+        .create_tenant_audited("acme", Some(entry), T0)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    let audit = s
+        .list_audit(&Scope::All, None, None, &page(50))
+        .await
+        .unwrap();
+    assert_eq!(audit.items.len(), 1);
+    assert_eq!(
+        (
+            audit.items[0].tenant_id.as_deref(),
+            audit.items[0].target.as_deref()
+        ),
+        (Some(t.id.as_str()), Some(t.id.as_str()))
+    );
+    // A scoped read sees only entries about its connections.
+    s.append_audit(
+        NewAudit {
+            tenant_id: Some(&t.id),
+            connection_id: Some("con_a"),
+            actor: "key_x",
+            action: "connection.update",
+            ..Default::default()
+        },
+        T0,
+    )
+    .await
+    .unwrap();
+    let scoped = s
+        .list_audit(&Scope::All, Some(&["con_a".to_string()]), None, &page(50))
+        .await
+        .unwrap();
+    assert_eq!(
+        scoped
+            .items
+            .iter()
+            .map(|e| e.action.as_str())
+            .collect::<Vec<_>>(),
+        vec!["connection.update"]
+    );
 }
