@@ -21,6 +21,11 @@ pub fn after_failure<R: Rng + ?Sized>(
     rng: &mut R,
 ) -> Outcome {
     let attempt = job.attempts.max(1);
+    if let Some(wait) = err.snooze_ms {
+        return Outcome::Snooze {
+            run_at: now + wait as Millis,
+        };
+    }
     match err.class {
         ErrorClass::CircuitOpen => Outcome::Retry {
             run_at: now + err.retry_after_ms.unwrap_or(CIRCUIT_OPEN_DEFAULT_WAIT_MS) as Millis,
@@ -79,6 +84,7 @@ mod tests {
             replayed_from: None,
             replayed_as: None,
             correlation_id: None,
+            lease_id: None,
         }
     }
 
