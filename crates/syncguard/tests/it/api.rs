@@ -52,6 +52,7 @@ async fn dead_job(app: &TestApp, tenant: &str, connection: &str) -> i64 {
         .iter()
         .map(|c| Completion {
             id: c.id,
+            lease_id: None,
             outcome: Outcome::Dead {
                 class: ErrorClass::Permanent,
                 error: "boom".into(),
