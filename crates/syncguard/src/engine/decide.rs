@@ -131,6 +131,19 @@ mod tests {
     }
 
     #[test]
+    fn snooze_reschedules_without_failing_even_on_the_last_attempt() {
+        let out = after_failure(
+            &job(6, 6),
+            &JobError::snooze(30_000, "yielding"),
+            &RetryPolicy::default(),
+            1,
+            NOW,
+            &mut StdRng::seed_from_u64(4),
+        );
+        assert_eq!(out, Outcome::Snooze { run_at: NOW + 30_000 });
+    }
+
+    #[test]
     fn provider_hint_wins_when_larger() {
         let mut err = JobError::new(ErrorClass::RateLimited, "429");
         err.retry_after_ms = Some(90_000);
