@@ -226,6 +226,11 @@ pub(crate) async fn complete_loop(
                 }
             }
         };
+        if recorded.is_some() {
+            // Finished jobs free their connection's share (`max_running_per_connection`): an
+            // idle fetch loop may find work it was held back from.
+            app.job_notify.notify_one();
+        }
         for d in &batch {
             leases.forget(d.fence.job_id);
             let outcome = match (&recorded, &d.ended) {
