@@ -103,7 +103,9 @@ fn fair_order(mut jobs: Vec<Job>) -> Vec<Job> {
     let mut keyed: Vec<(i64, usize, Millis, i64, Job)> = jobs
         .into_iter()
         .map(|j| {
-            let turn = seen.entry((j.priority, j.connection_id.clone())).or_default();
+            let turn = seen
+                .entry((j.priority, j.connection_id.clone()))
+                .or_default();
             *turn += 1;
             (j.priority, *turn, j.run_at, j.id, j)
         })

@@ -23,7 +23,9 @@ pub struct Fence {
 /// racing it; on SQLite the one writer connection serialises them anyway.
 pub(crate) fn fence_sql(backend: Backend) -> &'static str {
     match backend {
-        Backend::Sqlite => "SELECT id FROM jobs WHERE id = $1 AND lease_id = $2 AND state = 'running'",
+        Backend::Sqlite => {
+            "SELECT id FROM jobs WHERE id = $1 AND lease_id = $2 AND state = 'running'"
+        }
         Backend::Postgres => {
             "SELECT id FROM jobs WHERE id = $1 AND lease_id = $2 AND state = 'running' FOR SHARE"
         }

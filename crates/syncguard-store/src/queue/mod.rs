@@ -3,18 +3,27 @@
 //! States: `available` (including scheduled, `run_at` in the future) → `running` → `succeeded`;
 //! `running` → `retryable` (runs again at `run_at`) → … → `dead`; `cancelled`.
 //!
-//! A claimed job holds a lease (`locked_by`, `lease_until`) that its worker renews by heartbeat;
-//! a job whose lease expired (its worker crashed) is rescued back to `retryable`. Every write a
-//! worker makes to its job is guarded by `locked_by = worker AND state = 'running'`, so a worker
-//! that lost its lease can never overwrite what the new owner did.
+//! A claimed job holds a lease (`locked_by`, `lease_until`) and a fencing token (`lease_id`,
+//! fresh at every claim, see [`fence`]). Its worker renews the lease by token
+//! ([`Store::renew_leases`]); a job whose lease expired (its worker crashed or lost touch) is
+//! rescued back to `retryable`, or to `dead` with its inbound event when no attempt is left.
+//! Every write made for a job — its completion, and the records, checkpoints, event statuses
+//! and publish state its handler writes through a fenced store — is conditional on the token
+//! and `state = 'running'`, so a run that lost its lease can never overwrite what the new owner
+//! did: it gets [`crate::StoreError::Fenced`].
+//!
+//! Claims are fair (see [`fair`]): within each priority, round-robin across tenants and then
+//! across connections, with an optional cap on the running jobs of one connection, so one
+//! connection's backlog does not starve the others. A run may also end in a snooze
+//! ([`Outcome::Snooze`]): back to `available` for later, the attempt given back.
 //!
 //! This module owns the state transitions; *when* to retry and how errors are classified is
 //! decided by the engine with the pure rules of `syncguard_core`.
 
 mod admin;
-mod fair;
-pub(crate) mod fence;
-mod lease;
+pub mod fair;
+pub mod fence;
+pub mod lease;
 mod periodic;
 
 pub use admin::{JobFilter, ReplayFilter, ReplayResult, RetryOutcome};
@@ -233,7 +242,9 @@ pub enum Outcome {
     },
     /// Not a failure: run again at `run_at` without spending the attempt (the handler yields,
     /// e.g. to a nearly depleted rate limit). The job goes back to `available`.
-    Snooze { run_at: Millis },
+    Snooze {
+        run_at: Millis,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -43,7 +43,13 @@ pub(crate) async fn connection(s: &Store, name: &str) -> (String, String) {
     (t.id, id)
 }
 
-pub(crate) fn event(tenant: &str, conn: &str, delivery: &str, content: &str, at: i64) -> NewInboundEvent {
+pub(crate) fn event(
+    tenant: &str,
+    conn: &str,
+    delivery: &str,
+    content: &str,
+    at: i64,
+) -> NewInboundEvent {
     let id = syncguard_core::ids::new_id("evt");
     let mut job = NewJob::new("webhook.process", json!({ "event_id": id }));
     job.tenant_id = Some(tenant.into());

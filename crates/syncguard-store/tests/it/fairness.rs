@@ -41,10 +41,7 @@ async fn a_small_connection_is_claimed_next_to_a_huge_backlog(db: TestDb) {
         .await
         .unwrap()
         .id;
-    let first = s
-        .claim_jobs("w", 32, T0 + 2, 30_000, None)
-        .await
-        .unwrap();
+    let first = s.claim_jobs("w", 32, T0 + 2, 30_000, None).await.unwrap();
     assert_eq!(first.len(), 32);
     let at = first.iter().position(|j| j.id == b);
     assert!(
@@ -97,10 +94,7 @@ async fn running_jobs_per_connection_are_capped(db: TestDb) {
         .await
         .unwrap()
         .is_empty());
-    let a = first
-        .iter()
-        .find(|j| j.connection_id.is_some())
-        .unwrap();
+    let a = first.iter().find(|j| j.connection_id.is_some()).unwrap();
     s.complete_jobs(
         "w",
         &[Completion {

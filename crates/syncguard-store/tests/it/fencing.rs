@@ -67,7 +67,10 @@ async fn zombie_writes_after_lease_loss_are_fenced(db: TestDb) {
         .unwrap()
         .is_none());
     // Claimed again (even by the same worker), the new run writes and the old one still cannot.
-    let second = s.claim_jobs("w1", 1, T0 + 1_003, 1_000, None).await.unwrap();
+    let second = s
+        .claim_jobs("w1", 1, T0 + 1_003, 1_000, None)
+        .await
+        .unwrap();
     assert_eq!(second[0].id, id);
     assert_ne!(second[0].lease_id, first[0].lease_id);
     let current = s.fenced(second[0].fence().unwrap());
@@ -102,7 +105,10 @@ async fn zombie_writes_after_lease_loss_are_fenced(db: TestDb) {
     };
     let recorded = s
         .record_event_runs(
-            &[run(first[0].fence().unwrap()), run(second[0].fence().unwrap())],
+            &[
+                run(first[0].fence().unwrap()),
+                run(second[0].fence().unwrap()),
+            ],
             T0 + 1_005,
         )
         .await
@@ -112,16 +118,30 @@ async fn zombie_writes_after_lease_loss_are_fenced(db: TestDb) {
 
 async fn completions_and_renewals_go_by_token(db: TestDb) {
     let s = &db.store;
-    let a = s.enqueue(&NewJob::new("a", json!({})), T0).await.unwrap().id;
-    let b = s.enqueue(&NewJob::new("b", json!({})), T0).await.unwrap().id;
+    let a = s
+        .enqueue(&NewJob::new("a", json!({})), T0)
+        .await
+        .unwrap()
+        .id;
+    let b = s
+        .enqueue(&NewJob::new("b", json!({})), T0)
+        .await
+        .unwrap()
+        .id;
     let claimed = s.claim_jobs("w", 2, T0, 1_000, None).await.unwrap();
     let fa = claimed.iter().find(|j| j.id == a).unwrap().fence().unwrap();
     let mut fb = claimed.iter().find(|j| j.id == b).unwrap().fence().unwrap();
     fb.lease_id += 1; // a token this process does not hold
-    assert_eq!(s.renew_leases(&[fa, fb], T0 + 5_000).await.unwrap(), vec![b]);
+    assert_eq!(
+        s.renew_leases(&[fa, fb], T0 + 5_000).await.unwrap(),
+        vec![b]
+    );
     let ja = s.get_job(&Scope::All, None, a).await.unwrap().unwrap();
     let jb = s.get_job(&Scope::All, None, b).await.unwrap().unwrap();
-    assert_eq!((ja.lease_until, jb.lease_until), (Some(T0 + 5_000), Some(T0 + 1_000)));
+    assert_eq!(
+        (ja.lease_until, jb.lease_until),
+        (Some(T0 + 5_000), Some(T0 + 1_000))
+    );
     // Only b lapses.
     assert_eq!(s.rescue_expired_leases(T0 + 1_001).await.unwrap(), (1, 0));
     // A completion under a stale token is refused even from the right worker.
@@ -161,7 +181,9 @@ async fn snooze_spends_no_attempt_and_runs_at_the_time_given(db: TestDb) {
                 &[Completion {
                     id,
                     lease_id: claimed[0].lease_id,
-                    outcome: Outcome::Snooze { run_at: now + 5_000 },
+                    outcome: Outcome::Snooze {
+                        run_at: now + 5_000,
+                    },
                 }],
                 now + 1,
             )
@@ -199,13 +221,28 @@ async fn lease_expiry_dead_letter_marks_its_event_dead(db: TestDb) {
             other => panic!("{other:?}"),
         })
         .collect();
-    assert_eq!(s.claim_jobs("w", 2, T0, 1_000, None).await.unwrap().len(), 2);
+    assert_eq!(
+        s.claim_jobs("w", 2, T0, 1_000, None).await.unwrap().len(),
+        2
+    );
     // The worker dies: the job with no attempt left is dead, and so is its event; the other
     // job will run again and its event is left as it was.
     assert_eq!(s.rescue_expired_leases(T0 + 1_001).await.unwrap(), (1, 1));
-    let dead = s.get_event(&Scope::All, None, &ids[0]).await.unwrap().unwrap();
+    let dead = s
+        .get_event(&Scope::All, None, &ids[0])
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(dead.event.status, EventStatus::Dead);
-    assert!(dead.event.note.unwrap_or_default().contains("lease expired"));
-    let retried = s.get_event(&Scope::All, None, &ids[1]).await.unwrap().unwrap();
+    assert!(dead
+        .event
+        .note
+        .unwrap_or_default()
+        .contains("lease expired"));
+    let retried = s
+        .get_event(&Scope::All, None, &ids[1])
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(retried.event.status, EventStatus::Received);
 }

@@ -140,7 +140,12 @@ mod tests {
             NOW,
             &mut StdRng::seed_from_u64(4),
         );
-        assert_eq!(out, Outcome::Snooze { run_at: NOW + 30_000 });
+        assert_eq!(
+            out,
+            Outcome::Snooze {
+                run_at: NOW + 30_000
+            }
+        );
     }
 
     #[test]

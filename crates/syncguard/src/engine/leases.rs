@@ -77,7 +77,6 @@ impl Leases {
             .map(|h| h.fence.job_id)
             .collect()
     }
-
 }
 
 /// Renews the held leases every third of the lease, until `stopped` (every result recorded).

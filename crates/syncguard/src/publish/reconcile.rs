@@ -8,12 +8,12 @@ use crate::engine::handler::{JobContext, JobError};
 use crate::provider::ProviderClient;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use syncguard_store::Store;
 use syncguard_store::connections::Connection;
 use syncguard_store::publish::{Desired, NewDrift, Reconciled};
 use syncguard_store::queue::NewJob;
 use syncguard_store::records::RecordWrite;
 use syncguard_store::Scope;
+use syncguard_store::Store;
 
 /// Objects read from the store per step; their findings are recorded together.
 const BATCH: i64 = 50;

@@ -86,12 +86,26 @@ async fn a_handler_past_its_timeout_has_one_effect_and_never_overlaps(backend: B
         .unwrap()
         .id;
     app.app.job_notify.notify_one();
-    let done = job_in_state(&app.db.store, id, JobState::Succeeded, Duration::from_secs(15)).await;
+    let done = job_in_state(
+        &app.db.store,
+        id,
+        JobState::Succeeded,
+        Duration::from_secs(15),
+    )
+    .await;
     assert_eq!(done.attempts, 2, "the timed-out attempt counted");
     // Long enough for a detached first run to wake up and have its effect.
     tokio::time::sleep(Duration::from_millis(1_800)).await;
-    assert_eq!(probe.effects.load(Ordering::SeqCst), 1, "exactly one effect");
-    assert_eq!(probe.most.load(Ordering::SeqCst), 1, "never two runs at once");
+    assert_eq!(
+        probe.effects.load(Ordering::SeqCst),
+        1,
+        "exactly one effect"
+    );
+    assert_eq!(
+        probe.most.load(Ordering::SeqCst),
+        1,
+        "never two runs at once"
+    );
     assert_eq!(probe.started.load(Ordering::SeqCst), 2);
     app.stop().await;
 }
@@ -124,13 +138,25 @@ async fn a_lost_lease_stops_the_running_handler(backend: Backend) {
         .cancel_job(&Scope::All, None, id, now())
         .await
         .unwrap();
-    eventually(Duration::from_secs(5), "the handler to be stopped", || async {
-        (probe.active.load(Ordering::SeqCst) == 0).then_some(())
-    })
+    eventually(
+        Duration::from_secs(5),
+        "the handler to be stopped",
+        || async { (probe.active.load(Ordering::SeqCst) == 0).then_some(()) },
+    )
     .await;
     assert_eq!(probe.effects.load(Ordering::SeqCst), 0);
-    let j = app.db.store.get_job(&Scope::All, None, id).await.unwrap().unwrap();
-    assert_eq!(j.state, JobState::Cancelled, "the stopped run recorded nothing");
+    let j = app
+        .db
+        .store
+        .get_job(&Scope::All, None, id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        j.state,
+        JobState::Cancelled,
+        "the stopped run recorded nothing"
+    );
     app.stop().await;
 }
 
@@ -162,7 +188,11 @@ async fn a_stop_hands_a_sleeping_job_back_within_the_grace(backend: Backend) {
         took < Duration::from_millis(1_500 + 1_000),
         "stopped in {took:?}, grace 1.5 s"
     );
-    assert_eq!(probe.active.load(Ordering::SeqCst), 0, "the handler was stopped");
+    assert_eq!(
+        probe.active.load(Ordering::SeqCst),
+        0,
+        "the handler was stopped"
+    );
     let j = store.get_job(&Scope::All, None, id).await.unwrap().unwrap();
     assert_eq!(
         (j.state, j.attempts),

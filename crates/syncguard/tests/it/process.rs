@@ -217,9 +217,19 @@ async fn sigterm_mid_retry_exits_zero_promptly(backend: Backend) {
         .await
         .unwrap()
         .id;
-    job_in_state(&db.store, sleeper, JobState::Running, Duration::from_secs(20)).await;
+    job_in_state(
+        &db.store,
+        sleeper,
+        JobState::Running,
+        Duration::from_secs(20),
+    )
+    .await;
     eventually(Duration::from_secs(20), "a few retries", || async {
-        let j = db.store.get_job(&syncguard_store::Scope::All, None, failing).await.unwrap()?;
+        let j = db
+            .store
+            .get_job(&syncguard_store::Scope::All, None, failing)
+            .await
+            .unwrap()?;
         (j.attempts >= 3).then_some(())
     })
     .await;
@@ -239,13 +249,26 @@ async fn sigterm_mid_retry_exits_zero_promptly(backend: Backend) {
     .0;
     let took = t.elapsed();
     assert_eq!(status.code(), Some(0), "clean exit on SIGTERM");
-    assert!(took < Duration::from_millis(2_000 + 2_000), "exited in {took:?}, grace 2 s");
+    assert!(
+        took < Duration::from_millis(2_000 + 2_000),
+        "exited in {took:?}, grace 2 s"
+    );
     let get = |id| {
         let store = db.store.clone();
-        async move { store.get_job(&syncguard_store::Scope::All, None, id).await.unwrap().unwrap() }
+        async move {
+            store
+                .get_job(&syncguard_store::Scope::All, None, id)
+                .await
+                .unwrap()
+                .unwrap()
+        }
     };
     let s = get(sleeper).await;
-    assert_eq!((s.state, s.attempts), (JobState::Available, 0), "the sleeper is handed back");
+    assert_eq!(
+        (s.state, s.attempts),
+        (JobState::Available, 0),
+        "the sleeper is handed back"
+    );
     let f = get(failing).await;
     assert!(
         matches!(f.state, JobState::Available | JobState::Retryable),
