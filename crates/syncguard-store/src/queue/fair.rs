@@ -36,9 +36,15 @@ fn claim_sql(backend: Backend, filtered: bool) -> String {
     let first_conn = format!(
         "SELECT connection_id FROM jobs WHERE {DUE} {kinds} AND connection_id IS NOT NULL ORDER BY connection_id LIMIT 1"
     );
+    // PostgreSQL nodes claim concurrently: candidates run to twice the batch so that a claimer
+    // whose first choices another one has just locked still fills its batch from the rest.
+    let window = match backend {
+        Backend::Sqlite => "$4",
+        Backend::Postgres => "($4 * 2)",
+    };
     let per_conn = |cond: &str| {
         format!(
-            "SELECT id FROM jobs WHERE {DUE} {kinds} AND {cond} ORDER BY priority, run_at, id LIMIT $4"
+            "SELECT id FROM jobs WHERE {DUE} {kinds} AND {cond} ORDER BY priority, run_at, id LIMIT {window}"
         )
     };
     let candidates = match backend {
@@ -76,15 +82,17 @@ fn claim_sql(backend: Backend, filtered: bool) -> String {
              FROM ranked
              WHERE connection_id IS NULL OR $6 = 0 OR cap_rank + running <= $6
          )
-         SELECT id FROM fair ORDER BY priority, turn, run_at, id LIMIT $4"
+         SELECT id FROM fair ORDER BY priority, turn, run_at, id LIMIT {window}"
     );
     let target = match backend {
         Backend::Sqlite => format!("id IN ({pick})"),
-        // The rows picked are locked here, skipping any another claimer holds; a row another
-        // claim has taken meanwhile fails the state check again under the lock.
+        // The candidates are locked here in their fair order, skipping any another claimer
+        // holds, up to the batch; a row another claim has taken meanwhile fails the state check
+        // again under the lock.
         Backend::Postgres => format!(
-            "id = ANY(ARRAY(SELECT id FROM jobs WHERE id = ANY(ARRAY({pick})) AND state IN ('available', 'retryable')
-                            FOR UPDATE SKIP LOCKED))"
+            "id = ANY(ARRAY(SELECT j.id FROM unnest(ARRAY({pick})) WITH ORDINALITY AS p(id, ord) JOIN jobs j ON j.id = p.id
+                            WHERE j.state IN ('available', 'retryable')
+                            ORDER BY p.ord LIMIT $4 FOR UPDATE OF j SKIP LOCKED))"
         ),
     };
     format!(

@@ -5,6 +5,7 @@ mod helpers;
 
 mod api;
 mod engine;
+mod fairness;
 mod fencing;
 mod health;
 mod process;
