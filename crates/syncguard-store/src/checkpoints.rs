@@ -234,6 +234,7 @@ impl Store {
     ) -> Result<Checkpoint> {
         on_writer!(self, p => {
             let mut tx = p.begin().await?;
+            crate::queue::fence::check_fence!(self, self.fence, tx);
             sqlx::query(ENSURE_ROW).bind(key.connection_id).bind(key.resource).bind(key.tenant_id).bind(now).execute(&mut *tx).await?;
             match start {
                 Some(s) => {
@@ -278,6 +279,7 @@ impl Store {
             let mut tx = p.begin().await?;
             // The change lock first, as every record writer takes it first: one lock order.
             lock_changes!(tx, backend);
+            crate::queue::fence::check_fence!(self, self.fence, tx);
             let status: Option<(String,)> = sqlx::query_as(status_sql).bind(k.connection_id).fetch_optional(&mut *tx).await?;
             if !matches!(status, Some((s,)) if s != "disconnected") {
                 return Ok(PageCommit::Disconnected);
@@ -323,6 +325,7 @@ impl Store {
     ) -> Result<()> {
         on_writer!(self, p => {
             let mut tx = p.begin().await?;
+            crate::queue::fence::check_fence!(self, self.fence, tx);
             sqlx::query(ENSURE_ROW).bind(key.connection_id).bind(key.resource).bind(key.tenant_id).bind(now).execute(&mut *tx).await?;
             sqlx::query("UPDATE sync_checkpoints SET last_error = $1, updated_at = $2 WHERE connection_id = $3 AND resource = $4")
                 .bind(error).bind(now).bind(key.connection_id).bind(key.resource)

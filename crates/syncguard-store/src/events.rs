@@ -166,6 +166,8 @@ pub struct EventRun {
     pub status: EventStatus,
     /// What the run did, or why it failed.
     pub note: Option<String>,
+    /// The run's lease token: when set, the outcome is recorded only while it holds.
+    pub fence: Option<crate::queue::Fence>,
 }
 
 /// A verified delivery to store.
@@ -341,11 +343,25 @@ impl Store {
 
     /// Records how processing runs ended, all in one transaction: each event's new status and
     /// note, one more attempt, and the link to the run's job (a dead-letter replay is a job the
-    /// gateway did not enqueue itself). A duplicate stays a duplicate.
-    pub async fn record_event_runs(&self, runs: &[EventRun], now: Millis) -> Result<()> {
+    /// gateway did not enqueue itself). A duplicate stays a duplicate. Returns, per run,
+    /// whether it was recorded: a run whose fence no longer holds is not (`false`).
+    pub async fn record_event_runs(&self, runs: &[EventRun], now: Millis) -> Result<Vec<bool>> {
+        let mut recorded = Vec::with_capacity(runs.len());
         on_writer!(self, p => {
             let mut tx = p.begin().await?;
             for run in runs {
+                if let Some(f) = run.fence {
+                    let held: Option<(i64,)> = sqlx::query_as(crate::queue::fence::fence_sql(self.backend()))
+                        .bind(f.job_id)
+                        .bind(f.lease_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if held.is_none() {
+                        recorded.push(false);
+                        continue;
+                    }
+                }
+                recorded.push(true);
                 let processed_at = (run.status == EventStatus::Processed).then_some(now);
                 sqlx::query("UPDATE inbound_events SET status = $1, note = $2, attempts = attempts + 1,
                                     processed_at = COALESCE($3, processed_at), updated_at = $4
@@ -365,7 +381,7 @@ impl Store {
             }
             tx.commit().await?;
         });
-        Ok(())
+        Ok(recorded)
     }
 
     /// Processes events again: the requested ids (within `scope`), or every event matching the

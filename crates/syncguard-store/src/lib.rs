@@ -64,6 +64,9 @@ pub enum StoreError {
     Migration { version: i64, reason: String },
     #[error("store error: {0}")]
     Other(String),
+    /// A write made for a job whose lease this run no longer holds (SPEC §3.1 "Fencing").
+    #[error("job {job_id}: this run no longer holds its lease; the write was refused")]
+    Fenced { job_id: i64 },
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -117,6 +120,8 @@ pub(crate) enum Pools {
 pub struct Store {
     pub(crate) pools: Pools,
     url_redacted: String,
+    /// Set on the store a handler gets: its job-facing writes check this token.
+    pub(crate) fence: Option<queue::Fence>,
 }
 
 /// Which rows a caller may see: one tenant, or all of them (platform keys, system work).
@@ -231,6 +236,7 @@ impl Store {
         Ok(Store {
             pools,
             url_redacted: redact_url(url),
+            fence: None,
         })
     }
 

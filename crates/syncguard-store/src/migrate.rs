@@ -33,6 +33,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(5, "0005_records"),
     migration!(6, "0006_sync"),
     migration!(7, "0007_publish"),
+    migration!(8, "0008_queue_fencing"),
     migration!(9, "0009_api_security"),
 ];
 

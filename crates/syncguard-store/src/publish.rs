@@ -256,13 +256,16 @@ impl Store {
     /// between), so it reads the remote object before writing again.
     pub async fn mark_publish_attempt(&self, key: ObjectKey<'_>, hash: &str) -> Result<()> {
         on_writer!(self, p => {
+            let mut tx = p.begin().await?;
+            crate::queue::fence::check_fence!(self, self.fence, tx);
             sqlx::query("UPDATE desired_state SET attempted_hash = $1 WHERE connection_id = $2 AND resource = $3 AND external_id = $4")
                 .bind(hash)
                 .bind(key.connection_id)
                 .bind(key.resource)
                 .bind(key.external_id)
-                .execute(p)
+                .execute(&mut *tx)
                 .await?;
+            tx.commit().await?;
         });
         Ok(())
     }
@@ -275,14 +278,17 @@ impl Store {
         error: &str,
     ) -> Result<()> {
         on_writer!(self, p => {
+            let mut tx = p.begin().await?;
+            crate::queue::fence::check_fence!(self, self.fence, tx);
             sqlx::query("UPDATE desired_state SET last_error = $1 WHERE connection_id = $2 AND resource = $3 AND external_id = $4 AND hash = $5")
                 .bind(error)
                 .bind(key.connection_id)
                 .bind(key.resource)
                 .bind(key.external_id)
                 .bind(hash)
-                .execute(p)
+                .execute(&mut *tx)
                 .await?;
+            tx.commit().await?;
         });
         Ok(())
     }
@@ -301,6 +307,7 @@ impl Store {
         let backend = self.backend();
         on_writer!(self, p => {
             let mut tx = p.begin().await?;
+            crate::queue::fence::check_fence!(self, self.fence, tx);
             let updated = sqlx::query(
                 "UPDATE desired_state SET last_published_hash = $1, published_at = $2,
                         attempted_hash = CASE WHEN attempted_hash = $1 THEN NULL ELSE attempted_hash END,

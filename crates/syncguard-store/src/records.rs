@@ -301,6 +301,7 @@ impl Store {
         on_writer!(self, p => {
             let mut tx = p.begin().await?;
             lock_changes!(tx, backend);
+            crate::queue::fence::check_fence!(self, self.fence, tx);
             let results = apply_on!(tx, backend, writes, source, now)?;
             tx.commit().await?;
             Ok(results)

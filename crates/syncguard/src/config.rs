@@ -101,6 +101,9 @@ pub struct QueueConfig {
     pub rescue_interval_ms: u64,
     /// How long SIGTERM waits for running jobs before releasing them.
     pub shutdown_grace_ms: u64,
+    /// Most jobs of one connection running at once across the cluster (0: no cap), so one
+    /// connection's backlog cannot occupy every worker.
+    pub max_running_per_connection: i64,
     /// Per job kind: `max_attempts`, `timeout_ms`.
     pub kinds: BTreeMap<String, KindConfig>,
 }
@@ -118,6 +121,7 @@ impl Default for QueueConfig {
             permanent_max_attempts: 1,
             rescue_interval_ms: 5_000,
             shutdown_grace_ms: 10_000,
+            max_running_per_connection: 8,
             kinds: BTreeMap::new(),
         }
     }
@@ -246,6 +250,12 @@ impl Config {
         }
         if q.lease_ms < 1_000 {
             return bad("queue.lease_ms", "must be at least 1000");
+        }
+        if q.max_running_per_connection < 0 {
+            return bad(
+                "queue.max_running_per_connection",
+                "must be 0 (no cap) or more",
+            );
         }
         if q.fetch_batch == 0 {
             return bad("queue.fetch_batch", "must be at least 1");

@@ -125,6 +125,7 @@ impl Store {
         let backend = self.backend();
         on_writer!(self, p => {
             let mut tx = p.begin().await?;
+            crate::queue::fence::check_fence!(self, self.fence, tx);
             let mut recorded = Vec::new();
             for item in items {
                 let k = item.key;
@@ -225,7 +226,9 @@ impl Store {
         now: Millis,
     ) -> Result<bool> {
         on_writer!(self, p => {
-            Ok(sqlx::query(
+            let mut tx = p.begin().await?;
+            crate::queue::fence::check_fence!(self, self.fence, tx);
+            let accepted = sqlx::query(
                 "UPDATE desired_state SET data = $1, hash = $2, last_published_hash = $2, attempted_hash = NULL,
                         last_error = NULL, updated_at = $3
                  WHERE connection_id = $4 AND resource = $5 AND external_id = $6 AND hash = $7")
@@ -236,9 +239,11 @@ impl Store {
                 .bind(key.resource)
                 .bind(key.external_id)
                 .bind(expected_hash)
-                .execute(p)
+                .execute(&mut *tx)
                 .await?
-                .rows_affected() > 0)
+                .rows_affected() > 0;
+            tx.commit().await?;
+            Ok(accepted)
         })
     }
 

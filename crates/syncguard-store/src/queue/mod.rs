@@ -3,18 +3,31 @@
 //! States: `available` (including scheduled, `run_at` in the future) → `running` → `succeeded`;
 //! `running` → `retryable` (runs again at `run_at`) → … → `dead`; `cancelled`.
 //!
-//! A claimed job holds a lease (`locked_by`, `lease_until`) that its worker renews by heartbeat;
-//! a job whose lease expired (its worker crashed) is rescued back to `retryable`. Every write a
-//! worker makes to its job is guarded by `locked_by = worker AND state = 'running'`, so a worker
-//! that lost its lease can never overwrite what the new owner did.
+//! A claimed job holds a lease (`locked_by`, `lease_until`) and a fencing token (`lease_id`,
+//! fresh at every claim, see [`fence`]). Its worker renews the lease by token
+//! ([`Store::renew_leases`]); a job whose lease expired (its worker crashed or lost touch) is
+//! rescued back to `retryable`, or to `dead` with its inbound event when no attempt is left.
+//! Every write made for a job — its completion, and the records, checkpoints, event statuses
+//! and publish state its handler writes through a fenced store — is conditional on the token
+//! and `state = 'running'`, so a run that lost its lease can never overwrite what the new owner
+//! did: it gets [`crate::StoreError::Fenced`].
+//!
+//! Claims are fair (see [`fair`]): within each priority, round-robin across tenants and then
+//! across connections, with an optional cap on the running jobs of one connection, so one
+//! connection's backlog does not starve the others. A run may also end in a snooze
+//! ([`Outcome::Snooze`]): back to `available` for later, the attempt given back.
 //!
 //! This module owns the state transitions; *when* to retry and how errors are classified is
 //! decided by the engine with the pure rules of `syncguard_core`.
 
 mod admin;
+pub mod fair;
+pub mod fence;
+pub mod lease;
 mod periodic;
 
 pub use admin::{JobFilter, ReplayFilter, ReplayResult, RetryOutcome};
+pub use fence::Fence;
 
 use crate::row::{DbRow, FromDbRow, RowResult};
 use crate::{on_writer, Millis, Result, Store};
@@ -108,9 +121,22 @@ pub struct Job {
     /// The fresh job that replayed this dead one.
     pub replayed_as: Option<i64>,
     pub correlation_id: Option<String>,
+    /// The token of the current (or last) claim; see [`Fence`].
+    #[serde(skip)]
+    pub lease_id: Option<i64>,
 }
 
-pub(crate) const JOB_COLUMNS: &str = "id, tenant_id, connection_id, kind, payload, state, priority, attempts, max_attempts, run_at, created_at, updated_at, started_at, finished_at, locked_by, lease_until, unique_key, error_class, last_error, reviewed, replayed_from, replayed_as, correlation_id";
+impl Job {
+    /// The fencing token of this claim (`None` for a job never claimed).
+    pub fn fence(&self) -> Option<Fence> {
+        self.lease_id.map(|lease_id| Fence {
+            job_id: self.id,
+            lease_id,
+        })
+    }
+}
+
+pub(crate) const JOB_COLUMNS: &str = "id, tenant_id, connection_id, kind, payload, state, priority, attempts, max_attempts, run_at, created_at, updated_at, started_at, finished_at, locked_by, lease_until, unique_key, error_class, last_error, reviewed, replayed_from, replayed_as, correlation_id, lease_id";
 
 fn decode_err(e: String) -> sqlx::Error {
     sqlx::Error::Decode(e.into())
@@ -147,6 +173,7 @@ impl FromDbRow for Job {
             replayed_from: r.opt_i64("replayed_from")?,
             replayed_as: r.opt_i64("replayed_as")?,
             correlation_id: r.opt_string("correlation_id")?,
+            lease_id: r.opt_i64("lease_id")?,
         })
     }
 }
@@ -213,11 +240,19 @@ pub enum Outcome {
         class: ErrorClass,
         error: String,
     },
+    /// Not a failure: run again at `run_at` without spending the attempt (the handler yields,
+    /// e.g. to a nearly depleted rate limit). The job goes back to `available`.
+    Snooze {
+        run_at: Millis,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Completion {
     pub id: i64,
+    /// The run's lease token: when set, the completion is recorded only if the job still runs
+    /// under it (a run that lost its lease cannot overwrite its successor).
+    pub lease_id: Option<i64>,
     pub outcome: Outcome,
 }
 
@@ -234,6 +269,8 @@ macro_rules! relaxed_commit {
         }
     };
 }
+
+pub(crate) use relaxed_commit;
 
 pub(crate) const INSERT_JOB: &str = "INSERT INTO jobs (tenant_id, connection_id, kind, payload, state, priority, attempts, max_attempts, run_at, created_at, updated_at, unique_key, debounce_ms, correlation_id, replayed_from)
      VALUES ($1, $2, $3, $4, 'available', $5, 0, $6, $7, $8, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING RETURNING id";
@@ -319,78 +356,6 @@ impl Store {
         })
     }
 
-    /// Claims up to `limit` due jobs for `worker`, leasing them until `now + lease_ms`.
-    /// Lower priority values first, then oldest `run_at`.
-    pub async fn claim_jobs(
-        &self,
-        worker: &str,
-        limit: i64,
-        now: Millis,
-        lease_ms: i64,
-        kinds: Option<&[String]>,
-    ) -> Result<Vec<Job>> {
-        let lock = match self.backend() {
-            crate::Backend::Sqlite => "",
-            crate::Backend::Postgres => "FOR UPDATE SKIP LOCKED",
-        };
-        let kinds_json = kinds.map(|k| serde_json::to_string(k).expect("strings serialize"));
-        let kind_filter = match (kinds.is_some(), self.backend()) {
-            (false, _) => String::new(),
-            (true, crate::Backend::Sqlite) => {
-                "AND kind IN (SELECT value FROM json_each($5))".to_string()
-            }
-            (true, crate::Backend::Postgres) => {
-                "AND kind IN (SELECT json_array_elements_text(CAST($5 AS json)))".to_string()
-            }
-        };
-        // PostgreSQL: `= ANY(ARRAY(…))` makes the planner look the picked ids up by primary key
-        // instead of hash-joining the whole table; SQLite plans `IN (…)` well already.
-        let pick = format!(
-            "SELECT id FROM jobs WHERE state IN ('available', 'retryable') AND run_at <= $3 {kind_filter}
-             ORDER BY priority, run_at, id LIMIT $4 {lock}"
-        );
-        let target = match self.backend() {
-            crate::Backend::Sqlite => format!("id IN ({pick})"),
-            crate::Backend::Postgres => format!("id = ANY(ARRAY({pick}))"),
-        };
-        let sql = format!(
-            "UPDATE jobs SET state = 'running', attempts = attempts + 1, locked_by = $1, lease_until = $2, started_at = $3, updated_at = $3
-             WHERE {target}
-             RETURNING {JOB_COLUMNS}"
-        );
-        let backend = self.backend();
-        on_writer!(self, p => {
-            let mut q = sqlx::query(&sql).bind(worker).bind(now + lease_ms).bind(now).bind(limit);
-            if let Some(k) = &kinds_json {
-                q = q.bind(k.clone());
-            }
-            let rows = if backend == crate::Backend::Postgres {
-                let mut tx = p.begin().await?;
-                relaxed_commit!(backend, tx);
-                let rows = q.fetch_all(&mut *tx).await?;
-                tx.commit().await?;
-                rows
-            } else {
-                q.fetch_all(p).await?
-            };
-            let mut jobs = rows.iter().map(Job::from_row).collect::<RowResult<Vec<_>>>()?;
-            jobs.sort_by_key(|j| (j.priority, j.run_at, j.id));
-            Ok(jobs)
-        })
-    }
-
-    /// Renews the lease of every job `worker` is running; returns how many it holds.
-    pub async fn heartbeat(&self, worker: &str, lease_until: Millis) -> Result<u64> {
-        on_writer!(self, p => {
-            Ok(sqlx::query("UPDATE jobs SET lease_until = $1 WHERE locked_by = $2 AND state = 'running'")
-                .bind(lease_until)
-                .bind(worker)
-                .execute(p)
-                .await?
-                .rows_affected())
-        })
-    }
-
     /// Records how claimed jobs ended, all in one transaction. Returns the ids whose completion
     /// was refused because `worker` no longer held them (lease lost, cancelled).
     pub async fn complete_jobs(
@@ -412,23 +377,32 @@ impl Store {
             if !succeeded.is_empty() {
                 // Only the ids come back: the full row is read just for the rare job that got
                 // a debounced payload while it ran.
+                // $4 maps each id to its run's lease token (absent: checked by worker only).
                 let sql = "UPDATE jobs SET state = 'succeeded', finished_at = $1, updated_at = $1, locked_by = NULL, lease_until = NULL,
                                            error_class = NULL, last_error = NULL
                            WHERE locked_by = $2 AND state = 'running' AND id IN (SELECT value FROM json_each($3))
+                             AND (json_extract($4, '$.\"' || id || '\"') IS NULL OR lease_id = json_extract($4, '$.\"' || id || '\"'))
                            RETURNING id, pending_payload IS NOT NULL AS has_pending";
                 // The id list travels as one text parameter: a JSON array for SQLite, an array
                 // literal for PostgreSQL (where `= ANY` keeps the lookup on the primary key).
                 let (sql, ids) = match self.backend() {
                     crate::Backend::Sqlite => (sql.to_string(), serde_json::to_string(&succeeded).expect("ids serialize")),
                     crate::Backend::Postgres => (
-                        sql.replace("id IN (SELECT value FROM json_each($3))", "id = ANY(CAST($3 AS BIGINT[]))"),
+                        sql.replace("id IN (SELECT value FROM json_each($3))", "id = ANY(CAST($3 AS BIGINT[]))")
+                            .replace("json_extract($4, '$.\"' || id || '\"')", "CAST(CAST($4 AS jsonb) ->> CAST(id AS TEXT) AS BIGINT)"),
                         format!("{{{}}}", succeeded.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")),
                     ),
                 };
+                let leases: serde_json::Map<String, serde_json::Value> = batch
+                    .iter()
+                    .filter(|c| c.outcome == Outcome::Succeeded)
+                    .filter_map(|c| Some((c.id.to_string(), c.lease_id?.into())))
+                    .collect();
                 let rows: Vec<(i64, bool)> = sqlx::query_as(&sql)
                     .bind(now)
                     .bind(worker)
                     .bind(ids)
+                    .bind(serde_json::Value::Object(leases).to_string())
                     .fetch_all(&mut *tx)
                     .await?;
                 let mut done = std::collections::HashSet::new();
@@ -463,11 +437,25 @@ impl Store {
             for c in batch {
                 let affected = match &c.outcome {
                     Outcome::Succeeded => continue,
+                    Outcome::Snooze { run_at } => {
+                        sqlx::query("UPDATE jobs SET state = 'available', run_at = $1, attempts = attempts - 1,
+                                            payload = COALESCE(pending_payload, payload), pending_payload = NULL,
+                                            locked_by = NULL, lease_until = NULL, updated_at = $2
+                                     WHERE id = $3 AND locked_by = $4 AND state = 'running' AND ($5 IS NULL OR lease_id = $5)")
+                            .bind(*run_at)
+                            .bind(now)
+                            .bind(c.id)
+                            .bind(worker)
+                            .bind(c.lease_id)
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected()
+                    }
                     Outcome::Retry { run_at, class, error, count_attempt } => {
                         sqlx::query("UPDATE jobs SET state = 'retryable', run_at = $1, error_class = $2, last_error = $3,
                                             attempts = attempts - $4, payload = COALESCE(pending_payload, payload), pending_payload = NULL,
                                             locked_by = NULL, lease_until = NULL, updated_at = $5
-                                     WHERE id = $6 AND locked_by = $7 AND state = 'running'")
+                                     WHERE id = $6 AND locked_by = $7 AND state = 'running' AND ($8 IS NULL OR lease_id = $8)")
                             .bind(*run_at)
                             .bind(class.as_str())
                             .bind(error)
@@ -475,6 +463,7 @@ impl Store {
                             .bind(now)
                             .bind(c.id)
                             .bind(worker)
+                            .bind(c.lease_id)
                             .execute(&mut *tx)
                             .await?
                             .rows_affected()
@@ -482,12 +471,13 @@ impl Store {
                     Outcome::Dead { class, error } => {
                         sqlx::query("UPDATE jobs SET state = 'dead', finished_at = $1, updated_at = $1, error_class = $2, last_error = $3,
                                             locked_by = NULL, lease_until = NULL
-                                     WHERE id = $4 AND locked_by = $5 AND state = 'running'")
+                                     WHERE id = $4 AND locked_by = $5 AND state = 'running' AND ($6 IS NULL OR lease_id = $6)")
                             .bind(now)
                             .bind(class.as_str())
                             .bind(error)
                             .bind(c.id)
                             .bind(worker)
+                            .bind(c.lease_id)
                             .execute(&mut *tx)
                             .await?
                             .rows_affected()
@@ -500,40 +490,6 @@ impl Store {
             tx.commit().await?;
         });
         Ok(lost)
-    }
-
-    /// Makes jobs whose lease expired runnable again (their worker is gone), or dead when they
-    /// have used every attempt. Returns `(retryable, dead)` counts.
-    pub async fn rescue_expired_leases(&self, now: Millis) -> Result<(u64, u64)> {
-        on_writer!(self, p => {
-            let rows: Vec<(String,)> = sqlx::query_as(
-                "UPDATE jobs SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'retryable' END,
-                                 finished_at = CASE WHEN attempts >= max_attempts THEN $1 ELSE NULL END,
-                                 run_at = $1, updated_at = $1, locked_by = NULL, lease_until = NULL,
-                                 error_class = 'transient', last_error = 'lease expired: the worker running this job stopped'
-                 WHERE state = 'running' AND lease_until < $1
-                 RETURNING state")
-                .bind(now)
-                .fetch_all(p)
-                .await?;
-            let dead = rows.iter().filter(|(s,)| s == "dead").count() as u64;
-            Ok((rows.len() as u64 - dead, dead))
-        })
-    }
-
-    /// Hands back every job `worker` is running without spending their attempt (graceful
-    /// shutdown of a worker whose handlers did not finish in time).
-    pub async fn release_jobs(&self, worker: &str, now: Millis) -> Result<u64> {
-        on_writer!(self, p => {
-            Ok(sqlx::query("UPDATE jobs SET state = 'available', attempts = attempts - 1, run_at = $1, updated_at = $1,
-                                             locked_by = NULL, lease_until = NULL
-                            WHERE locked_by = $2 AND state = 'running'")
-                .bind(now)
-                .bind(worker)
-                .execute(p)
-                .await?
-                .rows_affected())
-        })
     }
 
     /// Deletes finished jobs (succeeded, cancelled) older than `before`; dead letters stay until

@@ -22,7 +22,7 @@ crate::on_both_stores!(
 const DAY: i64 = 24 * 3_600_000;
 
 /// A tenant with one connection; returns (tenant id, connection id).
-async fn connection(s: &Store, name: &str) -> (String, String) {
+pub(crate) async fn connection(s: &Store, name: &str) -> (String, String) {
     let t = s.create_tenant(name, T0).await.unwrap();
     let id = format!("con_{name}");
     s.create_connection(
@@ -43,7 +43,13 @@ async fn connection(s: &Store, name: &str) -> (String, String) {
     (t.id, id)
 }
 
-fn event(tenant: &str, conn: &str, delivery: &str, content: &str, at: i64) -> NewInboundEvent {
+pub(crate) fn event(
+    tenant: &str,
+    conn: &str,
+    delivery: &str,
+    content: &str,
+    at: i64,
+) -> NewInboundEvent {
     let id = syncguard_core::ids::new_id("evt");
     let mut job = NewJob::new("webhook.process", json!({ "event_id": id }));
     job.tenant_id = Some(tenant.into());
@@ -263,6 +269,7 @@ fn run(event_id: &str, job_id: i64, status: EventStatus, note: &str) -> EventRun
         job_id,
         status,
         note: Some(note.into()),
+        fence: None,
     }
 }
 
@@ -332,6 +339,7 @@ async fn replay_requeues_once_and_skips_duplicates(db: TestDb) {
         .iter()
         .map(|j| syncguard_store::queue::Completion {
             id: j.id,
+            lease_id: None,
             outcome: syncguard_store::queue::Outcome::Succeeded,
         })
         .collect();

@@ -4,6 +4,8 @@ mod access;
 mod checkpoints;
 mod connections;
 mod events;
+mod fairness;
+mod fencing;
 mod provider_state;
 mod publish;
 mod queue;

@@ -54,12 +54,17 @@ async fn claim_leases_and_completes(db: TestDb) {
             .is_empty(),
         "a leased job is not claimed twice"
     );
-    assert_eq!(s.heartbeat("w1", T0 + 60_000).await.unwrap(), 1);
+    assert!(s
+        .renew_leases(&[j.fence().unwrap()], T0 + 60_000)
+        .await
+        .unwrap()
+        .is_empty());
     let lost = s
         .complete_jobs(
             "w1",
             &[Completion {
                 id: e.id,
+                lease_id: None,
                 outcome: Outcome::Succeeded,
             }],
             T0 + 5,
@@ -127,6 +132,7 @@ async fn unique_key_never_has_two_active_jobs(db: TestDb) {
         "w",
         &[Completion {
             id: first.id,
+            lease_id: None,
             outcome: Outcome::Succeeded,
         }],
         T0 + 4,
@@ -206,6 +212,7 @@ async fn debounce_during_run_runs_once_more(db: TestDb) {
         "w",
         &[Completion {
             id: e.id,
+            lease_id: None,
             outcome: Outcome::Succeeded,
         }],
         T0 + 1_300,
@@ -249,6 +256,7 @@ async fn expired_lease_is_rescued_and_zombie_loses(db: TestDb) {
             "zombie",
             &[Completion {
                 id: e.id,
+                lease_id: None,
                 outcome: Outcome::Succeeded,
             }],
             T0 + 1_003,
@@ -285,6 +293,7 @@ async fn retry_dead_and_circuit_open_outcomes(db: TestDb) {
     let batch = [
         Completion {
             id: a,
+            lease_id: None,
             outcome: Outcome::Retry {
                 run_at: T0 + 4_000,
                 class: ErrorClass::Transient,
@@ -294,6 +303,7 @@ async fn retry_dead_and_circuit_open_outcomes(db: TestDb) {
         },
         Completion {
             id: b,
+            lease_id: None,
             outcome: Outcome::Dead {
                 class: ErrorClass::Permanent,
                 error: "422 invalid sku".into(),
@@ -301,6 +311,7 @@ async fn retry_dead_and_circuit_open_outcomes(db: TestDb) {
         },
         Completion {
             id: c,
+            lease_id: None,
             outcome: Outcome::Retry {
                 run_at: T0 + 60_000,
                 class: ErrorClass::CircuitOpen,
@@ -355,6 +366,7 @@ async fn kill_to_dead(
         .iter()
         .map(|c| Completion {
             id: c.id,
+            lease_id: None,
             outcome: Outcome::Dead {
                 class: ErrorClass::Permanent,
                 error: "boom".into(),

@@ -21,6 +21,11 @@ pub fn after_failure<R: Rng + ?Sized>(
     rng: &mut R,
 ) -> Outcome {
     let attempt = job.attempts.max(1);
+    if let Some(wait) = err.snooze_ms {
+        return Outcome::Snooze {
+            run_at: now + wait as Millis,
+        };
+    }
     match err.class {
         ErrorClass::CircuitOpen => Outcome::Retry {
             run_at: now + err.retry_after_ms.unwrap_or(CIRCUIT_OPEN_DEFAULT_WAIT_MS) as Millis,
@@ -79,6 +84,7 @@ mod tests {
             replayed_from: None,
             replayed_as: None,
             correlation_id: None,
+            lease_id: None,
         }
     }
 
@@ -122,6 +128,24 @@ mod tests {
             ),
             Outcome::Dead { .. }
         ));
+    }
+
+    #[test]
+    fn snooze_reschedules_without_failing_even_on_the_last_attempt() {
+        let out = after_failure(
+            &job(6, 6),
+            &JobError::snooze(30_000, "yielding"),
+            &RetryPolicy::default(),
+            1,
+            NOW,
+            &mut StdRng::seed_from_u64(4),
+        );
+        assert_eq!(
+            out,
+            Outcome::Snooze {
+                run_at: NOW + 30_000
+            }
+        );
     }
 
     #[test]

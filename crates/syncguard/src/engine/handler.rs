@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use syncguard_core::class::ErrorClass;
 use syncguard_store::queue::Job;
+use syncguard_store::Store;
 
 /// Why a job run failed, and what the failure tells the queue.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,6 +18,9 @@ pub struct JobError {
     pub message: String,
     /// The provider's hint (`Retry-After`), which wins over backoff when larger.
     pub retry_after_ms: Option<u64>,
+    /// Not a failure: run again this much later without spending the attempt (SPEC §3.1
+    /// "Snooze"). The class and message only explain the wait in logs.
+    pub snooze_ms: Option<u64>,
 }
 
 impl JobError {
@@ -25,6 +29,14 @@ impl JobError {
             class,
             message: message.into(),
             retry_after_ms: None,
+            snooze_ms: None,
+        }
+    }
+    /// Reschedules the job `wait_ms` from now without spending an attempt.
+    pub fn snooze(wait_ms: u64, why: impl Into<String>) -> JobError {
+        JobError {
+            snooze_ms: Some(wait_ms),
+            ..JobError::new(ErrorClass::Transient, why)
         }
     }
     pub fn transient(message: impl Into<String>) -> JobError {
@@ -35,10 +47,25 @@ impl JobError {
     }
 }
 
-/// What a handler gets: the job and the application it runs in.
+/// What a handler gets: the job, the application it runs in, and the store to write through.
 pub struct JobContext {
     pub job: Job,
     pub app: App,
+    /// `app.store` fenced by this run's lease token: every write a handler makes for its job
+    /// goes through it, so once the lease is lost the run's writes are refused
+    /// (`StoreError::Fenced`) instead of racing the job's next run.
+    pub store: Store,
+}
+
+impl JobContext {
+    /// A context for `job`, fenced by its claim's token when it has one.
+    pub fn new(job: Job, app: App) -> JobContext {
+        let store = match job.fence() {
+            Some(f) => app.store.fenced(f),
+            None => app.store.clone(),
+        };
+        JobContext { job, app, store }
+    }
 }
 
 pub trait JobHandler: Send + Sync + 'static {

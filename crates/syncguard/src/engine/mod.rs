@@ -2,30 +2,50 @@
 //! healthy (lease heartbeat, rescue of expired leases, periodic schedules, queue gauges).
 //!
 //! # How a job runs
-//! 1. The fetch loop claims up to `min(free slots, fetch_batch)` due jobs in one statement
-//!    (`FOR UPDATE SKIP LOCKED` on PostgreSQL), each leased to this node's worker id.
+//! 1. The fetch loop claims up to `min(free slots, fetch_batch)` due jobs in one statement,
+//!    fairly: round-robin across tenants, then across connections, within each priority, and
+//!    no more than `queue.max_running_per_connection` running per connection (see the store's
+//!    `queue::fair`). Each claim writes a fresh lease token (fencing token) on its jobs.
 //! 2. Each job runs in its own task, bounded by a semaphore of `queue.workers` slots and by the
-//!    kind's timeout.
-//! 3. Results go to the completer, which records a batch of them in one transaction.
-//! 4. Meanwhile the heartbeat renews every lease this node holds, so a slow job is never taken
-//!    by a second worker; if this process dies, its leases expire and any node's rescuer makes
-//!    the jobs runnable again.
+//!    kind's timeout. Its handler gets a store fenced by the token: every write it makes for
+//!    the job commits only while the token holds, so a run that lost its lease cannot commit.
+//! 3. A handler that times out, whose lease is lost, or that is still running when the
+//!    stopping node's grace is over is aborted *and awaited* before anything about its job is
+//!    recorded, so the job never runs twice at once because of this node.
+//! 4. Results go to the completer, which records a batch of them in one transaction, each
+//!    conditional on its token. A result that cannot be recorded is never dropped silently: the
+//!    lease is no longer renewed (the rescuer will run the job again) and the run is counted
+//!    `unrecorded`.
+//! 5. Meanwhile the heartbeat renews exactly the leases this process holds (by token), and
+//!    stops the runs whose lease it could not renew (see [`leases`]). If this process dies,
+//!    its leases expire and any node's rescuer makes the jobs runnable again.
 //!
-//! Every loop stops on the shared cancellation token. On shutdown the engine stops fetching,
-//! waits `shutdown_grace_ms` for running jobs, records their results and hands back the rest.
+//! A handler may also snooze: reschedule its job for later without spending the attempt
+//! ([`handler::JobError::snooze`]).
+//!
+//! # Stopping
+//! Every loop stops on the shared cancellation token and is joined. On cancel the engine stops
+//! fetching and hands back the jobs it claimed but never started; running jobs have until
+//! shortly before `shutdown_grace_ms` to finish, then they are cancelled (sleeping, retrying,
+//! whatever they were doing) and handed back without spending their attempt. The completer
+//! stops retrying a failing store at the end of the grace, so the engine joins within it.
 
 pub mod decide;
 pub mod handler;
+mod leases;
+mod run;
 mod scheduler;
 
 pub use scheduler::{all_schedules, Schedule, SCHEDULES};
 
 use crate::app::App;
-use handler::{Handlers, JobContext, JobError};
+use handler::Handlers;
+use leases::Leases;
+use run::{Done, Ended};
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use syncguard_store::queue::{Completion, Job, Outcome};
+use std::time::Duration;
+use syncguard_store::queue::Job;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -46,34 +66,76 @@ pub fn start(app: App, handlers: Handlers, cancel: CancellationToken) -> EngineH
     let handlers = Arc::new(handlers);
     let mut tasks = JoinSet::new();
     let (done_tx, done_rx) = mpsc::unbounded_channel();
-    let fetch_stopped = CancellationToken::new();
+    let leases = Leases::default();
+    // `stop`: running handlers are cut short; `give_up`: the completer stops retrying;
+    // `recorded`: every result is recorded (or given up on), so the heartbeat may stop.
+    let stop = CancellationToken::new();
+    let give_up = CancellationToken::new();
+    let recorded = CancellationToken::new();
+    tasks.spawn(shutdown_timer(
+        app.config.queue.shutdown_grace_ms,
+        cancel.clone(),
+        stop.clone(),
+        give_up.clone(),
+        recorded.clone(),
+    ));
     tasks.spawn(fetch_loop(
         app.clone(),
         handlers,
+        leases.clone(),
         done_tx,
         cancel.clone(),
-        fetch_stopped.clone(),
+        stop,
     ));
-    tasks.spawn(complete_loop(app.clone(), done_rx));
-    tasks.spawn(heartbeat_loop(app.clone(), fetch_stopped));
+    {
+        let (app, leases, recorded) = (app.clone(), leases.clone(), recorded.clone());
+        tasks.spawn(async move {
+            run::complete_loop(app, leases, done_rx, give_up).await;
+            recorded.cancel();
+        });
+    }
+    tasks.spawn(leases::heartbeat_loop(app.clone(), leases, recorded));
     tasks.spawn(rescue_loop(app.clone(), cancel.clone()));
     tasks.spawn(scheduler::run(app.clone(), cancel.clone()));
     tasks.spawn(gauge_loop(app, cancel));
     EngineHandle { tasks }
 }
 
-/// A finished run on its way to the completer.
-struct Done {
-    completion: Completion,
-    kind: String,
+/// Turns the stop signal into the two deadlines of the grace: handlers are cut short a little
+/// before its end, so that their jobs can still be handed back before it; at its end the
+/// completer stops retrying.
+async fn shutdown_timer(
+    grace_ms: u64,
+    cancel: CancellationToken,
+    stop: CancellationToken,
+    give_up: CancellationToken,
+    recorded: CancellationToken,
+) {
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        _ = recorded.cancelled() => return,
+    }
+    let grace = Duration::from_millis(grace_ms);
+    let reserve = (grace / 4).min(Duration::from_secs(1));
+    tokio::select! {
+        _ = tokio::time::sleep(grace - reserve) => {}
+        _ = recorded.cancelled() => return,
+    }
+    stop.cancel();
+    tokio::select! {
+        _ = tokio::time::sleep(reserve) => {}
+        _ = recorded.cancelled() => return,
+    }
+    give_up.cancel();
 }
 
 async fn fetch_loop(
     app: App,
     handlers: Arc<Handlers>,
+    leases: Leases,
     done: mpsc::UnboundedSender<Done>,
     cancel: CancellationToken,
-    stopped: CancellationToken,
+    stop: CancellationToken,
 ) {
     let q = app.config.queue.clone();
     let slots = Arc::new(Semaphore::new(q.workers));
@@ -82,8 +144,9 @@ async fn fetch_loop(
     let mut backoff = Duration::from_millis(100);
     // Claimed jobs waiting for a free worker. Claiming a batch ahead (leased, so no other node
     // takes them) keeps every worker busy while the next claim is in flight, and makes one claim
-    // commit serve many jobs. The heartbeat renews these leases too.
-    let mut ready: VecDeque<Job> = VecDeque::new();
+    // commit serve many jobs. The heartbeat renews these leases too; one lost meanwhile is
+    // dropped unstarted.
+    let mut ready: VecDeque<(Job, CancellationToken)> = VecDeque::new();
     let target = q.fetch_batch.max(q.workers);
     // The last claim found fewer jobs than asked: do not ask again until woken or drained.
     let mut drained = false;
@@ -91,15 +154,27 @@ async fn fetch_loop(
         if ready.len() < q.workers && !drained {
             let want = (target - ready.len()) as i64;
             let now = app.clock.now_ms();
-            match app
-                .store
-                .claim_jobs(&app.worker_id, want, now, q.lease_ms, Some(&kinds))
-                .await
-            {
+            let claim = app.store.claim_jobs_capped(
+                &app.worker_id,
+                want,
+                now,
+                q.lease_ms,
+                Some(&kinds),
+                q.max_running_per_connection,
+            );
+            let claimed = tokio::select! {
+                r = claim => r,
+                _ = cancel.cancelled() => break,
+            };
+            match claimed {
                 Ok(jobs) => {
                     backoff = Duration::from_millis(100);
                     drained = (jobs.len() as i64) < want;
-                    ready.extend(jobs);
+                    for job in jobs {
+                        let fence = job.fence().expect("claimed jobs carry a lease token");
+                        let lost = leases.hold(fence, job.lease_until.unwrap_or(now + q.lease_ms));
+                        ready.push_back((job, lost));
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "claiming jobs failed; backing off");
@@ -134,17 +209,20 @@ async fn fetch_loop(
             .take()
             .or_else(|| slots.clone().try_acquire_owned().ok())
         {
-            let Some(job) = ready.pop_front() else {
+            let Some((job, lost)) = ready.pop_front() else {
                 drop(p);
                 break;
             };
+            if lost.is_cancelled() {
+                // Its lease went while it waited: someone else owns it now.
+                permit = Some(p);
+                continue;
+            }
             let handler = handlers.get(&job.kind);
-            let app = app.clone();
-            let done = done.clone();
+            let (app, done, stop) = (app.clone(), done.clone(), stop.clone());
             running.spawn(async move {
-                let kind = job.kind.clone();
-                let completion = run_one(&app, handler, job).await;
-                let _ = done.send(Done { completion, kind });
+                let d = run::run_one(&app, handler, job, lost, stop).await;
+                let _ = done.send(d);
                 drop(p);
             });
         }
@@ -155,172 +233,18 @@ async fn fetch_loop(
             drained = false;
         }
     }
-    // Jobs claimed but never started stay leased to this node until the completer hands
-    // them back below (release_jobs covers every job still leased to this worker).
-    drop(ready);
-    let grace = Duration::from_millis(q.shutdown_grace_ms);
-    let all_done = async { while running.join_next().await.is_some() {} };
-    if tokio::time::timeout(grace, all_done).await.is_err() {
-        running.abort_all();
-        tracing::warn!("shutdown grace elapsed; handing back unfinished jobs");
+    // Claimed but never started: hand them back at once.
+    for (job, _) in ready.drain(..) {
+        let fence = job.fence().expect("claimed jobs carry a lease token");
+        let _ = done.send(Done {
+            fence,
+            kind: job.kind,
+            ended: Ended::Released,
+        });
     }
-    stopped.cancel();
+    // Running jobs finish, or are cut short by `stop` near the end of the grace.
+    while running.join_next().await.is_some() {}
     drop(done);
-}
-
-/// Runs one job to a [`Completion`]; a missing handler, a panic and a timeout are failures
-/// like any other.
-async fn run_one(app: &App, handler: Option<Arc<dyn handler::JobHandler>>, job: Job) -> Completion {
-    let id = job.id;
-    let kind = job.kind.clone();
-    let settings = app.settings();
-    let timeout = settings
-        .queue
-        .kinds
-        .get(&kind)
-        .and_then(|k| k.timeout_ms)
-        .unwrap_or(300_000);
-    let started = Instant::now();
-    let result = match handler {
-        None => Err(JobError::permanent(format!(
-            "no handler for job kind `{kind}`"
-        ))),
-        Some(h) => {
-            let fut = h.run(JobContext {
-                job: job.clone(),
-                app: app.clone(),
-            });
-            match tokio::time::timeout(Duration::from_millis(timeout), tokio::spawn(fut)).await {
-                Ok(Ok(r)) => r,
-                Ok(Err(join)) => Err(JobError::transient(format!("handler panicked: {join}"))),
-                Err(_) => Err(JobError::transient(format!(
-                    "handler timed out after {timeout} ms"
-                ))),
-            }
-        }
-    };
-    app.metrics
-        .job_duration_seconds
-        .with_label_values(&[&kind])
-        .observe(started.elapsed().as_secs_f64());
-    let outcome = match result {
-        Ok(()) => Outcome::Succeeded,
-        Err(err) => {
-            let now = app.clock.now_ms();
-            let out = decide::after_failure(
-                &job,
-                &err,
-                &settings.retry_policy(),
-                settings.queue.permanent_max_attempts,
-                now,
-                &mut rand::thread_rng(),
-            );
-            match &out {
-                Outcome::Dead { .. } => {
-                    tracing::warn!(job_id = id, kind = %kind, attempt = job.attempts, class = %err.class, error = %err.message, correlation_id = job.correlation_id.as_deref().unwrap_or(""), "job dead-lettered")
-                }
-                _ => {
-                    tracing::info!(job_id = id, kind = %kind, attempt = job.attempts, class = %err.class, error = %err.message, correlation_id = job.correlation_id.as_deref().unwrap_or(""), "job will retry")
-                }
-            }
-            out
-        }
-    };
-    Completion { id, outcome }
-}
-
-/// Records results in batches: whatever has arrived since the last write goes in one
-/// transaction, so throughput grows with load while an idle queue still records at once.
-async fn complete_loop(app: App, mut rx: mpsc::UnboundedReceiver<Done>) {
-    const MAX_BATCH: usize = 512;
-    let mut batch: Vec<Done> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(d) => batch.push(d),
-                Err(_) => break,
-            }
-        }
-        let completions: Vec<Completion> = batch.iter().map(|d| d.completion.clone()).collect();
-        let mut delay = Duration::from_millis(50);
-        let lost = loop {
-            match app
-                .store
-                .complete_jobs(&app.worker_id, &completions, app.clock.now_ms())
-                .await
-            {
-                Ok(lost) => break lost,
-                Err(e) => {
-                    // Not recording is safe (the leases expire and the jobs run again), but
-                    // keep trying for a while: the store may be back in a moment.
-                    tracing::warn!(error = %e, jobs = completions.len(), "recording job results failed; retrying");
-                    app.metrics
-                        .background_errors_total
-                        .with_label_values(&["complete"])
-                        .inc();
-                    if delay > Duration::from_secs(30) {
-                        break Vec::new();
-                    }
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                }
-            }
-        };
-        for d in &batch {
-            let outcome = if lost.contains(&d.completion.id) {
-                "lost"
-            } else {
-                match d.completion.outcome {
-                    Outcome::Succeeded => "succeeded",
-                    Outcome::Retry { .. } => "retried",
-                    Outcome::Dead { .. } => "dead",
-                }
-            };
-            app.metrics
-                .jobs_total
-                .with_label_values(&[&d.kind, outcome])
-                .inc();
-        }
-        if !lost.is_empty() {
-            tracing::warn!(jobs = ?lost, "results refused: this node no longer held the jobs (lease expired or cancelled)");
-        }
-        batch.clear();
-    }
-    // Channel closed: the fetch loop and every job task are gone. Hand back what is still ours.
-    match app
-        .store
-        .release_jobs(&app.worker_id, app.clock.now_ms())
-        .await
-    {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(jobs = n, "released unfinished jobs"),
-        Err(e) => tracing::warn!(error = %e, "releasing jobs failed; their leases will expire"),
-    }
-}
-
-/// Renews this node's leases every third of the lease, until the fetch loop has stopped and
-/// every job is recorded.
-async fn heartbeat_loop(app: App, stopped: CancellationToken) {
-    let lease = app.config.queue.lease_ms;
-    let every = Duration::from_millis((lease / 3).max(100) as u64);
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = stopped.cancelled() => break,
-        }
-        if let Err(e) = app
-            .store
-            .heartbeat(&app.worker_id, app.clock.now_ms() + lease)
-            .await
-        {
-            tracing::warn!(error = %e, "lease heartbeat failed");
-            app.metrics
-                .background_errors_total
-                .with_label_values(&["heartbeat"])
-                .inc();
-        }
-    }
 }
 
 /// Makes jobs of dead workers runnable again. Any node may do this; the update is atomic.
@@ -331,7 +255,11 @@ async fn rescue_loop(app: App, cancel: CancellationToken) {
             _ = tokio::time::sleep(every) => {}
             _ = cancel.cancelled() => break,
         }
-        match app.store.rescue_expired_leases(app.clock.now_ms()).await {
+        let rescued = tokio::select! {
+            r = app.store.rescue_expired_leases(app.clock.now_ms()) => r,
+            _ = cancel.cancelled() => break,
+        };
+        match rescued {
             Ok((0, 0)) => {}
             Ok((retryable, dead)) => {
                 tracing::warn!(retryable, dead, "rescued jobs whose worker stopped");
@@ -359,8 +287,14 @@ async fn rescue_loop(app: App, cancel: CancellationToken) {
 /// Refreshes the queue-depth gauges from the store every few seconds (never per scrape).
 pub async fn gauge_loop(app: App, cancel: CancellationToken) {
     loop {
-        app.providers.refresh_gauges(&app).await;
-        match app.store.job_counts().await {
+        let counts = tokio::select! {
+            c = async {
+                app.providers.refresh_gauges(&app).await;
+                app.store.job_counts().await
+            } => c,
+            _ = cancel.cancelled() => break,
+        };
+        match counts {
             Ok(counts) => {
                 for (state, n) in counts {
                     app.metrics

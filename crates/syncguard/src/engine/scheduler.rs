@@ -71,7 +71,11 @@ pub async fn run(app: App, cancel: CancellationToken) {
             },
         };
         if leader.is_some() {
-            tick(&app).await;
+            // A tick against a store that hangs must not hold up a stop.
+            tokio::select! {
+                _ = tick(&app) => {}
+                _ = cancel.cancelled() => break,
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
@@ -79,7 +83,7 @@ pub async fn run(app: App, cancel: CancellationToken) {
         }
     }
     if let Some(held) = leader {
-        held.release().await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), held.release()).await;
     }
 }
 

@@ -63,6 +63,7 @@ impl From<ProviderError> for JobError {
             class: e.class,
             message: e.message,
             retry_after_ms: e.retry_after_ms,
+            snooze_ms: None,
         }
     }
 }

@@ -114,7 +114,7 @@ pub(super) async fn run(ctx: JobContext) -> Result<(), JobError> {
             let remote = client.get(&p.resource, &p.external_id).await?;
             let held = remote.is_some_and(|r| remote_view(&r, &desired.data).1 == desired.hash);
             if held {
-                app.store
+                ctx.store
                     .mark_published(key, &desired.data, &desired.hash, &json_diff, now())
                     .await
                     .map_err(store_error)?;
@@ -124,7 +124,7 @@ pub(super) async fn run(ctx: JobContext) -> Result<(), JobError> {
             }
         }
     } else {
-        app.store
+        ctx.store
             .mark_publish_attempt(key, &desired.hash)
             .await
             .map_err(store_error)?;
@@ -143,7 +143,7 @@ pub(super) async fn run(ctx: JobContext) -> Result<(), JobError> {
         .await;
     if let Err(e) = written {
         outcome("failed");
-        if let Err(store) = app
+        if let Err(store) = ctx
             .store
             .record_publish_error(key, &desired.hash, &e.message)
             .await
@@ -152,7 +152,7 @@ pub(super) async fn run(ctx: JobContext) -> Result<(), JobError> {
         }
         return Err(e.into());
     }
-    app.store
+    ctx.store
         .mark_published(key, &desired.data, &desired.hash, &json_diff, now())
         .await
         .map_err(store_error)?;

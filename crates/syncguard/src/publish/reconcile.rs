@@ -8,12 +8,12 @@ use crate::engine::handler::{JobContext, JobError};
 use crate::provider::ProviderClient;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use syncguard_core::class::ErrorClass;
 use syncguard_store::connections::Connection;
 use syncguard_store::publish::{Desired, NewDrift, Reconciled};
 use syncguard_store::queue::NewJob;
 use syncguard_store::records::RecordWrite;
 use syncguard_store::Scope;
+use syncguard_store::Store;
 
 /// Objects read from the store per step; their findings are recorded together.
 const BATCH: i64 = 50;
@@ -132,7 +132,7 @@ pub(super) async fn run(ctx: JobContext) -> Result<(), JobError> {
                 stopped = Some(yield_error(app.publish.settings.yield_ms));
                 break;
             }
-            match reconcile_one(app, &client, &connection, policy, d).await {
+            match reconcile_one(app, &ctx.store, &client, &connection, policy, d).await {
                 Ok(o) => outcomes.push(o),
                 Err(e) => {
                     runs.with_label_values(&["failed"]).inc();
@@ -141,7 +141,7 @@ pub(super) async fn run(ctx: JobContext) -> Result<(), JobError> {
                 }
             }
         }
-        record(app, &batch, &outcomes).await?;
+        record(app, &ctx.store, &batch, &outcomes).await?;
         if let Some(e) = stopped {
             return Err(e);
         }
@@ -151,21 +151,18 @@ pub(super) async fn run(ctx: JobContext) -> Result<(), JobError> {
 }
 
 /// Reconciliation is not critical work: while the credential's rate limit is nearly spent it
-/// steps aside for sync and publish. The queue has no "snooze" outcome yet; `circuit_open` is
-/// the class that reschedules without spending an attempt, which is what a yield needs.
+/// steps aside for sync and publish, snoozing (no attempt spent, not a failure).
 fn yield_error(wait_ms: u64) -> JobError {
-    JobError {
-        retry_after_ms: Some(wait_ms),
-        ..JobError::new(
-            ErrorClass::CircuitOpen,
-            "yielded: the provider's rate limit is near depletion; resuming later",
-        )
-    }
+    JobError::snooze(
+        wait_ms,
+        "yielded: the provider's rate limit is near depletion; resuming later",
+    )
 }
 
 /// Reads one object from the provider, classifies it and applies the connection's policy.
 async fn reconcile_one(
     app: &App,
+    store: &Store,
     client: &ProviderClient,
     connection: &Connection,
     policy: Policy,
@@ -201,7 +198,7 @@ async fn reconcile_one(
         .drift
         .with_label_values(&[class.as_str()])
         .inc();
-    let action = apply_policy(app, connection, policy, d, &finding, remote.as_ref()).await?;
+    let action = apply_policy(app, store, connection, policy, d, &finding, remote.as_ref()).await?;
     Ok(Outcome {
         finding: Some((finding, action)),
     })
@@ -210,6 +207,7 @@ async fn reconcile_one(
 /// Does what `policy` says about one finding; returns the action recorded with it.
 async fn apply_policy(
     app: &App,
+    store: &Store,
     connection: &Connection,
     policy: Policy,
     d: &Desired,
@@ -259,7 +257,7 @@ async fn apply_policy(
                         data: full.clone(),
                         remote_updated_at: None,
                     };
-                    app.store
+                    store
                         .apply_record(
                             syncguard_store::records::RecordKey {
                                 tenant_id: tenant,
@@ -273,13 +271,13 @@ async fn apply_policy(
                         )
                         .await
                         .map_err(store_error)?;
-                    app.store
+                    store
                         .accept_remote(d.key(), &d.hash, view, hash, now)
                         .await
                         .map_err(store_error)?;
                 }
                 _ => {
-                    app.store
+                    store
                         .apply_record(
                             syncguard_store::records::RecordKey {
                                 tenant_id: tenant,
@@ -293,7 +291,7 @@ async fn apply_policy(
                         )
                         .await
                         .map_err(store_error)?;
-                    app.store
+                    store
                         .forget_desired(d.key(), &d.hash)
                         .await
                         .map_err(store_error)?;
@@ -305,7 +303,12 @@ async fn apply_policy(
 }
 
 /// Records the findings of one batch and marks its objects reconciled.
-async fn record(app: &App, batch: &[Desired], outcomes: &[Outcome]) -> Result<(), JobError> {
+async fn record(
+    app: &App,
+    store: &Store,
+    batch: &[Desired],
+    outcomes: &[Outcome],
+) -> Result<(), JobError> {
     let items: Vec<Reconciled<'_>> = batch
         .iter()
         .zip(outcomes)
@@ -328,8 +331,7 @@ async fn record(app: &App, batch: &[Desired], outcomes: &[Outcome]) -> Result<()
     if items.is_empty() {
         return Ok(());
     }
-    let recorded = app
-        .store
+    let recorded = store
         .record_reconciled(&items, &json_diff, app.clock.now_ms())
         .await
         .map_err(store_error)?;

@@ -23,7 +23,7 @@ struct Payload {
 pub async fn refetch(ctx: JobContext) -> Result<(), JobError> {
     let p: Payload = serde_json::from_value(ctx.job.payload.clone())
         .map_err(|e| JobError::permanent(format!("invalid {REFETCH_KIND} payload: {e}")))?;
-    let app = ctx.app;
+    let (app, ctx_store) = (ctx.app, ctx.store);
     let store_failed = |e: StoreError| JobError::transient(format!("store: {e}"));
     let Some(conn) = app
         .store
@@ -69,8 +69,7 @@ pub async fn refetch(ctx: JobContext) -> Result<(), JobError> {
         },
         None => RecordWrite::Delete,
     };
-    let change = app
-        .store
+    let change = ctx_store
         .apply_record(
             syncguard_store::records::RecordKey {
                 tenant_id: &conn.tenant_id,

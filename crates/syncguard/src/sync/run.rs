@@ -53,7 +53,7 @@ pub async fn run(ctx: JobContext) -> Result<(), JobError> {
 }
 
 async fn run_job(ctx: JobContext, p: SyncPayload) -> Result<(), JobError> {
-    let JobContext { job, app } = ctx;
+    let JobContext { job, app, store } = ctx;
     let store_failed = |e: StoreError| JobError::transient(format!("store: {e}"));
     let Some(conn) = app
         .store
@@ -71,6 +71,7 @@ async fn run_job(ctx: JobContext, p: SyncPayload) -> Result<(), JobError> {
     let guard = app.sync.track(&conn.id, job.id);
     let run = Run {
         app: &app,
+        store: &store,
         conn: &conn,
         resource: &p.resource,
         job_id: job.id,
@@ -97,6 +98,8 @@ async fn run_job(ctx: JobContext, p: SyncPayload) -> Result<(), JobError> {
 /// One run in progress.
 struct Run<'a> {
     app: &'a App,
+    /// Fenced by the job's lease token: the run's writes commit only while it holds the job.
+    store: &'a syncguard_store::Store,
     conn: &'a Connection,
     resource: &'a str,
     job_id: i64,
@@ -136,7 +139,7 @@ impl Run<'_> {
             .await
             .map_err(store_failed)?;
         let start = plan_run(checkpoint.as_ref(), &settings, full, filterable, now);
-        let cp = app
+        let cp = self
             .store
             .begin_sync_run(self.key(), start, now)
             .await
@@ -166,7 +169,7 @@ impl Run<'_> {
                     backfill: run.backfill,
                     full: run.full,
                 };
-                app.store
+                self.store
                     .begin_sync_run(self.key(), Some(restart), restart.started_at)
                     .await
                     .map_err(store_failed)?;
@@ -302,7 +305,7 @@ impl Run<'_> {
             max_updated_at: max_updated,
             missing_cursor: missing,
         };
-        let out = app
+        let out = self
             .store
             .commit_sync_page(&commit, app.clock.now_ms())
             .await
@@ -343,7 +346,7 @@ impl Run<'_> {
         let now = app.clock.now_ms();
         tracing::warn!(class = %e.class, status = ?e.status, error = %e.message, "sync call failed");
         if e.class != ErrorClass::CircuitOpen {
-            if let Err(se) = app
+            if let Err(se) = self
                 .store
                 .record_sync_failure(self.key(), &e.message, now)
                 .await

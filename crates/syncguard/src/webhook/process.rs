@@ -122,7 +122,7 @@ pub async fn process(ctx: JobContext) -> Result<(), JobError> {
 }
 
 async fn run(ctx: JobContext, p: Payload) -> Result<(), JobError> {
-    let JobContext { job, app } = ctx;
+    let JobContext { job, app, store } = ctx;
     let store_failed = |e: syncguard_store::StoreError| JobError::transient(e.to_string());
     let Some((event, body)) = app
         .store
@@ -140,7 +140,7 @@ async fn run(ctx: JobContext, p: Payload) -> Result<(), JobError> {
         tracing::debug!(status = %event.status, "event needs no processing");
         return Ok(());
     }
-    let result = apply(&app, &event, &body).await;
+    let result = apply(&app, &store, &event, &body).await;
     let now = app.clock.now_ms();
     let (status, note) = match &result {
         Ok(note) => (EventStatus::Processed, note.clone()),
@@ -171,13 +171,20 @@ async fn run(ctx: JobContext, p: Payload) -> Result<(), JobError> {
         job_id: job.id,
         status,
         note: Some(note),
+        fence: job.fence(),
     };
-    app.webhooks
+    let recorded = app
+        .webhooks
         .writers(&app)
         .runs
         .submit(run)
         .await
         .map_err(store_failed)?;
+    if !recorded {
+        return Err(store_failed(syncguard_store::StoreError::Fenced {
+            job_id: job.id,
+        }));
+    }
     app.webhooks
         .metrics
         .processing_seconds
@@ -187,7 +194,12 @@ async fn run(ctx: JobContext, p: Payload) -> Result<(), JobError> {
 }
 
 /// Applies the event; returns a note on what it did.
-async fn apply(app: &App, event: &InboundEvent, body: &[u8]) -> Result<String, JobError> {
+async fn apply(
+    app: &App,
+    store: &syncguard_store::Store,
+    event: &InboundEvent,
+    body: &[u8],
+) -> Result<String, JobError> {
     let event_type = event.event_type.as_deref().unwrap_or("");
     let Some(rule) = app.providers.event_rule(&event.provider, event_type) else {
         return Ok(format!(
@@ -208,8 +220,7 @@ async fn apply(app: &App, event: &InboundEvent, body: &[u8]) -> Result<String, J
             external_id,
             write,
         } => {
-            let change = app
-                .store
+            let change = store
                 .apply_record(
                     syncguard_store::records::RecordKey {
                         tenant_id: &event.tenant_id,

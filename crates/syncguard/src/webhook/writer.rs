@@ -128,8 +128,9 @@ fn same_error(e: &StoreError) -> StoreError {
 pub struct Writers {
     /// Deliveries: event, content-key claim and processing job, acknowledged after commit.
     pub ingest: GroupCommit<NewInboundEvent, Ingested>,
-    /// Outcomes of processing runs: status, note, attempt count, job link.
-    pub runs: GroupCommit<EventRun, ()>,
+    /// Outcomes of processing runs: status, note, attempt count, job link. Answers whether
+    /// the run was recorded (`false`: its lease token no longer held).
+    pub runs: GroupCommit<EventRun, bool>,
 }
 
 impl Writers {
@@ -177,12 +178,9 @@ impl Writers {
                 outcomes
             })
         });
-        let runs: Arc<CommitFn<EventRun, ()>> = Arc::new(move |batch| {
+        let runs: Arc<CommitFn<EventRun, bool>> = Arc::new(move |batch| {
             let (store, clock) = (store.clone(), clock.clone());
-            Box::pin(async move {
-                store.record_event_runs(&batch, clock.now_ms()).await?;
-                Ok(vec![(); batch.len()])
-            })
+            Box::pin(async move { store.record_event_runs(&batch, clock.now_ms()).await })
         });
         Writers {
             ingest: GroupCommit::start(

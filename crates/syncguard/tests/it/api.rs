@@ -52,6 +52,7 @@ pub(crate) async fn dead_job(app: &TestApp, tenant: &str, connection: &str) -> i
         .iter()
         .map(|c| Completion {
             id: c.id,
+            lease_id: None,
             outcome: Outcome::Dead {
                 class: ErrorClass::Permanent,
                 error: "boom".into(),

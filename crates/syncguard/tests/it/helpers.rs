@@ -154,6 +154,16 @@ impl TestApp {
         self.cancel.cancel();
         let _ = self.task.await;
     }
+
+    /// Stops the app and returns its database, with a fresh store on it (the app closes its own).
+    pub async fn stop_keeping_db(self) -> (TestDb, syncguard_store::Store) {
+        self.cancel.cancel();
+        let _ = self.task.await;
+        let store = syncguard_store::Store::connect(&self.db.url, &Default::default())
+            .await
+            .unwrap();
+        (self.db, store)
+    }
 }
 
 /// Sends a request and returns (status, JSON body or Null).

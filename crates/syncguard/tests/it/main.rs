@@ -8,6 +8,8 @@ mod api_audit;
 mod api_idempotency;
 mod api_scope;
 mod engine;
+mod fairness;
+mod fencing;
 mod health;
 mod process;
 mod provider;

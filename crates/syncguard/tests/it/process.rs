@@ -12,7 +12,8 @@ use syncguard_store::Backend;
 
 crate::on_both_stores!(
     killed_worker_job_is_picked_up_after_lease_and_completes_once,
-    sigterm_finishes_running_jobs_and_exits_zero
+    sigterm_finishes_running_jobs_and_exits_zero,
+    sigterm_mid_retry_exits_zero_promptly
 );
 
 /// Base64 of 32 bytes, so nodes share one master key.
@@ -189,6 +190,91 @@ async fn sigterm_finishes_running_jobs_and_exits_zero(backend: Backend) {
         "the running job finished within the grace period"
     );
     assert_eq!(touches.count(id), 1);
+}
+
+/// Jobs in the middle of retrying (one failing over and over, one whose handler sleeps for a
+/// minute) do not hold up a stop: the process exits 0 within the grace and hands both back
+/// without spending an attempt on the stop.
+async fn sigterm_mid_retry_exits_zero_promptly(backend: Backend) {
+    let db = testkit::fresh(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Serve::start(
+        &db.url,
+        dir.path(),
+        &[
+            ("SYNCGUARD_QUEUE_SHUTDOWN_GRACE_MS", "2000"),
+            ("SYNCGUARD_QUEUE_RETRY_BASE_MS", "50"),
+            ("SYNCGUARD_QUEUE_RETRY_CAP_MS", "100"),
+        ],
+    )
+    .await;
+    let mut failing = NewJob::new("noop", json!({ "fail": "transient" }));
+    failing.max_attempts = 1_000;
+    let failing = db.store.enqueue(&failing, now()).await.unwrap().id;
+    let sleeper = db
+        .store
+        .enqueue(&NewJob::new("noop", json!({ "sleep_ms": 60_000 })), now())
+        .await
+        .unwrap()
+        .id;
+    job_in_state(
+        &db.store,
+        sleeper,
+        JobState::Running,
+        Duration::from_secs(20),
+    )
+    .await;
+    eventually(Duration::from_secs(20), "a few retries", || async {
+        let j = db
+            .store
+            .get_job(&syncguard_store::Scope::All, None, failing)
+            .await
+            .unwrap()?;
+        (j.attempts >= 3).then_some(())
+    })
+    .await;
+    let pid = node.child.id().to_string();
+    let t = std::time::Instant::now();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::task::spawn_blocking(move || {
+        let status = node.child.wait().unwrap();
+        (status, node)
+    })
+    .await
+    .unwrap()
+    .0;
+    let took = t.elapsed();
+    assert_eq!(status.code(), Some(0), "clean exit on SIGTERM");
+    assert!(
+        took < Duration::from_millis(2_000 + 2_000),
+        "exited in {took:?}, grace 2 s"
+    );
+    let get = |id| {
+        let store = db.store.clone();
+        async move {
+            store
+                .get_job(&syncguard_store::Scope::All, None, id)
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    let s = get(sleeper).await;
+    assert_eq!(
+        (s.state, s.attempts),
+        (JobState::Available, 0),
+        "the sleeper is handed back"
+    );
+    let f = get(failing).await;
+    assert!(
+        matches!(f.state, JobState::Available | JobState::Retryable),
+        "the failing job waits for its next attempt: {:?}",
+        f.state
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

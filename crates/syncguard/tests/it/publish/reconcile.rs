@@ -280,18 +280,23 @@ async fn reconcile_yields_while_the_rate_limit_is_near_depletion(backend: Backen
             json!({}),
         )
         .await;
-    let job = job_in_state(
-        &app.app.store,
-        r["job_id"].as_i64().unwrap(),
-        JobState::Retryable,
+    // A yield is a snooze: back to `available` for later, no attempt spent, no error.
+    let id = r["job_id"].as_i64().unwrap();
+    let job = eventually(
         Duration::from_secs(30),
+        "the reconcile job to snooze",
+        || async {
+            app.app
+                .store
+                .get_job(&syncguard_store::Scope::All, None, id)
+                .await
+                .unwrap()
+                .filter(|j| j.state == JobState::Available && j.started_at.is_some())
+        },
     )
     .await;
-    assert!(
-        job.last_error.as_deref().unwrap().contains("yielded"),
-        "{job:?}"
-    );
     assert_eq!(job.attempts, 0, "a yield does not spend an attempt");
+    assert!(job.error_class.is_none(), "{job:?}");
     assert!(
         job.run_at > app.app.clock.now_ms() + 10_000,
         "resumes later"
