@@ -19,6 +19,7 @@
 //! - [`records`]: the local mirror of provider objects and the change feed.
 //! - [`queue`]: the durable job queue (states, leases, retries, unique keys, dead letters).
 //! - [`page`]: opaque cursors for list endpoints.
+//! - [`reachability`]: whether the store can be reached, fed by failures and a probe.
 //! - [`testkit`]: fresh stores for tests, on either backend.
 //!
 //! Every tenant-owned read and write takes a [`Scope`]: isolation is a parameter of the query,
@@ -35,6 +36,7 @@ pub mod page;
 pub mod provider_state;
 pub mod publish;
 pub mod queue;
+pub mod reachability;
 pub mod records;
 mod row;
 mod sql;
@@ -117,21 +119,30 @@ pub(crate) enum Pools {
 pub struct Store {
     pub(crate) pools: Pools,
     url_redacted: String,
+    /// A one-connection pool for [`Store::probe`] (PostgreSQL only: an embedded file has no
+    /// network in between, and its readers serve the probe).
+    probe_pool: Option<PgPool>,
+    reachability: std::sync::Arc<reachability::Reachability>,
 }
 
-/// Which rows a caller may see: one tenant, or all of them (platform keys, system work).
+/// Which rows a caller may see: one tenant, all of them (platform keys, system work), or none
+/// (a key whose tenant is missing: access fails closed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
     All,
     Tenant(String),
+    Nothing,
 }
 
 impl Scope {
-    /// The tenant filter as a nullable bind value: `None` means every tenant.
+    /// The tenant filter as a nullable bind value: `None` means every tenant. [`Scope::Nothing`]
+    /// binds the empty id, which no tenant has (ids are generated `ten_…`), so every filtered
+    /// query finds no row.
     pub(crate) fn tenant(&self) -> Option<&str> {
         match self {
             Scope::All => None,
             Scope::Tenant(t) => Some(t),
+            Scope::Nothing => Some(""),
         }
     }
 }
@@ -165,7 +176,8 @@ pub struct StoreOptions {
     pub pg_max_connections: u32,
     /// Read-only connections to SQLite (the writer is always one).
     pub sqlite_readers: u32,
-    /// How long to wait for a connection before answering "unavailable".
+    /// How long to wait for a connection before answering "unavailable". Short, so that a
+    /// store that went away turns into a quick 503 rather than a hung request.
     pub acquire_timeout: Duration,
 }
 
@@ -187,6 +199,7 @@ impl Store {
             url: redact_url(url),
             reason,
         };
+        let mut probe_pool = None;
         let pools = if url.starts_with("sqlite:") {
             if url.contains(":memory:") {
                 return Err(bad(
@@ -221,9 +234,15 @@ impl Store {
             let pool = PgPoolOptions::new()
                 .max_connections(opts.pg_max_connections)
                 .acquire_timeout(opts.acquire_timeout)
-                .connect_with(o)
+                .connect_with(o.clone())
                 .await
                 .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            probe_pool = Some(
+                PgPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(opts.acquire_timeout)
+                    .connect_lazy_with(o),
+            );
             Pools::Postgres(pool)
         } else {
             return Err(bad("expected a sqlite:// or postgres:// url".into()));
@@ -231,6 +250,8 @@ impl Store {
         Ok(Store {
             pools,
             url_redacted: redact_url(url),
+            probe_pool,
+            reachability: Default::default(),
         })
     }
 
@@ -270,6 +291,9 @@ impl Store {
                 write.close().await;
             }
             Pools::Postgres(p) => p.close().await,
+        }
+        if let Some(p) = &self.probe_pool {
+            p.close().await;
         }
     }
 }

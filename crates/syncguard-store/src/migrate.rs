@@ -33,6 +33,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(5, "0005_records"),
     migration!(6, "0006_sync"),
     migration!(7, "0007_publish"),
+    migration!(10, "0010_bootstrap_keys"),
 ];
 
 /// Arbitrary constant naming the migration lock among the database's advisory locks.

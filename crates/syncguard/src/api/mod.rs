@@ -10,6 +10,7 @@ mod connections;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
+pub mod key_cache;
 mod jobs;
 mod probes;
 pub(crate) mod tenants;
