@@ -76,6 +76,8 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
+            // A connection cut during its handshake or a reply ends in a protocol error.
+            | sqlx::Error::Protocol(_)
             | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
             sqlx::Error::Database(db) if db.is_unique_violation() => {
                 StoreError::Conflict(db.message().to_string())
@@ -119,9 +121,9 @@ pub(crate) enum Pools {
 pub struct Store {
     pub(crate) pools: Pools,
     url_redacted: String,
-    /// A one-connection pool for [`Store::probe`] (PostgreSQL only: an embedded file has no
-    /// network in between, and its readers serve the probe).
-    probe_pool: Option<PgPool>,
+    /// The connection [`Store::probe`] uses (PostgreSQL only: an embedded file has no network
+    /// in between, and its readers serve the probe).
+    probe: Option<std::sync::Arc<reachability::PgProbe>>,
     reachability: std::sync::Arc<reachability::Reachability>,
 }
 
@@ -199,7 +201,7 @@ impl Store {
             url: redact_url(url),
             reason,
         };
-        let mut probe_pool = None;
+        let mut probe = None;
         let pools = if url.starts_with("sqlite:") {
             if url.contains(":memory:") {
                 return Err(bad(
@@ -237,12 +239,7 @@ impl Store {
                 .connect_with(o.clone())
                 .await
                 .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-            probe_pool = Some(
-                PgPoolOptions::new()
-                    .max_connections(1)
-                    .acquire_timeout(opts.acquire_timeout)
-                    .connect_lazy_with(o),
-            );
+            probe = Some(std::sync::Arc::new(reachability::PgProbe::new(o)));
             Pools::Postgres(pool)
         } else {
             return Err(bad("expected a sqlite:// or postgres:// url".into()));
@@ -250,7 +247,7 @@ impl Store {
         Ok(Store {
             pools,
             url_redacted: redact_url(url),
-            probe_pool,
+            probe,
             reachability: Default::default(),
         })
     }
@@ -292,7 +289,7 @@ impl Store {
             }
             Pools::Postgres(p) => p.close().await,
         }
-        if let Some(p) = &self.probe_pool {
+        if let Some(p) = &self.probe {
             p.close().await;
         }
     }

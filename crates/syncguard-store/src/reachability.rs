@@ -12,6 +12,8 @@
 //! nothing waits on the pool until the probe has seen it come back.
 
 use crate::{Millis, Result, Store, StoreError};
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::Connection;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -93,20 +95,60 @@ impl Store {
     /// caller decides what a failure means. A timeout is `Unavailable("probe timed out …")`.
     pub async fn probe(&self, timeout: Duration) -> Result<()> {
         let round_trip = async {
-            match &self.probe_pool {
-                Some(pool) => {
-                    sqlx::query("SELECT 1").execute(pool).await?;
-                }
-                None => self.ping().await?,
+            match &self.probe {
+                Some(pg) => pg.select_one().await,
+                None => self.ping().await,
             }
-            Ok::<(), StoreError>(())
         };
         match tokio::time::timeout(timeout, round_trip).await {
             Ok(r) => r,
-            Err(_) => Err(StoreError::Unavailable(format!(
+            Err(_) => {
+                // The abandoned round trip may have left the connection mid-reply.
+                if let Some(pg) = &self.probe {
+                    pg.conn.lock().await.take();
+                }
+                Err(StoreError::Unavailable(format!(
                 "probe timed out after {} ms",
                 timeout.as_millis()
-            ))),
+                )))
+            }
+        }
+    }
+}
+
+/// The probe's own PostgreSQL connection: opened with one attempt (no pool retrying until its
+/// acquire timeout), dropped on any failure and opened again on the next probe, so a refused or
+/// cut connection shows at once.
+pub(crate) struct PgProbe {
+    opts: PgConnectOptions,
+    conn: tokio::sync::Mutex<Option<PgConnection>>,
+}
+
+impl PgProbe {
+    pub(crate) fn new(opts: PgConnectOptions) -> PgProbe {
+        PgProbe {
+            opts,
+            conn: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    async fn select_one(&self) -> Result<()> {
+        let mut slot = self.conn.lock().await;
+        if slot.is_none() {
+            *slot = Some(PgConnection::connect_with(&self.opts).await?);
+        }
+        let conn = slot.as_mut().expect("just opened");
+        let outcome = sqlx::query("SELECT 1").execute(&mut *conn).await;
+        if outcome.is_err() {
+            *slot = None;
+        }
+        outcome?;
+        Ok(())
+    }
+
+    pub(crate) async fn close(&self) {
+        if let Some(conn) = self.conn.lock().await.take() {
+            let _ = conn.close().await;
         }
     }
 }

@@ -54,6 +54,11 @@ pub async fn readyz(State(app): State<App>) -> Result<Json<Probe>, ApiError> {
 
 #[utoipa::path(get, path = "/metrics", tag = "probes", security(), responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain")))]
 pub async fn metrics(State(app): State<App>) -> Response {
+    // The state may have changed since the probe last set the gauge (a failed write marks
+    // the store down at once).
+    app.store_probe
+        .up
+        .set(i64::from(app.store.reachability().is_up()));
     (
         [(
             header::CONTENT_TYPE,

@@ -6,6 +6,7 @@ mod helpers;
 mod api;
 mod engine;
 mod health;
+mod outage;
 mod process;
 mod provider;
 mod publish;
