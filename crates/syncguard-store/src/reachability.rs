@@ -51,7 +51,10 @@ impl Reachability {
 
     /// Why the store was last marked unreachable.
     pub fn reason(&self) -> String {
-        self.reason.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Marks the store unreachable at `now`; returns whether it was up until now.
@@ -104,12 +107,13 @@ impl Store {
             Ok(r) => r,
             Err(_) => {
                 // The abandoned round trip may have left the connection mid-reply.
-                if let Some(pg) = &self.probe {
-                    pg.conn.lock().await.take();
+                // (Busy: another probe holds it and handles its own timeout.)
+                if let Some(mut slot) = self.probe.as_ref().and_then(|pg| pg.conn.try_lock().ok()) {
+                    slot.take();
                 }
                 Err(StoreError::Unavailable(format!(
-                "probe timed out after {} ms",
-                timeout.as_millis()
+                    "probe timed out after {} ms",
+                    timeout.as_millis()
                 )))
             }
         }

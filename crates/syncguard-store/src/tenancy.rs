@@ -208,7 +208,11 @@ impl Store {
     }
 
     /// Installs the bootstrap platform key from the environment (see [`Self::install_bootstrap_key`]).
-    pub async fn upsert_bootstrap_key(&self, clear_key: &str, now: Millis) -> Result<BootstrapInstall> {
+    pub async fn upsert_bootstrap_key(
+        &self,
+        clear_key: &str,
+        now: Millis,
+    ) -> Result<BootstrapInstall> {
         self.install_bootstrap_key(clear_key, BootstrapSource::Env, now)
             .await
     }

@@ -10,8 +10,8 @@ use arc_swap::ArcSwap;
 use std::future::Future;
 use std::ops::Deref;
 use std::sync::Arc;
-use syncguard_core::seal::Sealer;
 use std::time::Duration;
+use syncguard_core::seal::Sealer;
 use syncguard_store::tenancy::{BootstrapInstall, BootstrapSource};
 use syncguard_store::Store;
 use tokio::net::TcpListener;
@@ -135,7 +135,10 @@ impl App {
                 next.queue.lease_ms != current.queue.lease_ms,
             ),
             ("api", next.api != current.api),
-            ("store.acquire_timeout_ms", next.store.acquire_timeout_ms != current.store.acquire_timeout_ms),
+            (
+                "store.acquire_timeout_ms",
+                next.store.acquire_timeout_ms != current.store.acquire_timeout_ms,
+            ),
         ];
         for (key, changed) in checks {
             if changed {

@@ -65,7 +65,11 @@ pub async fn run(app: App, cancel: CancellationToken) {
             _ = cancel.cancelled() => break,
         }
         app.store_probe.up.set(i64::from(state.is_up()));
-        let pause = if state.is_up() { interval } else { interval / 5 };
+        let pause = if state.is_up() {
+            interval
+        } else {
+            interval / 5
+        };
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
             _ = cancel.cancelled() => break,

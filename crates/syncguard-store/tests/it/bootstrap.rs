@@ -31,8 +31,13 @@ async fn a_revoked_bootstrap_key_stays_revoked_across_starts(db: TestDb) {
         BootstrapInstall::Installed
     );
     let key = s.authenticate(K1).await.unwrap().expect("live");
-    assert_eq!(s.upsert_bootstrap_key(K1, T0 + 1).await.unwrap(), BootstrapInstall::Kept);
-    s.revoke_api_key(&Scope::All, &key.id, T0 + 2).await.unwrap();
+    assert_eq!(
+        s.upsert_bootstrap_key(K1, T0 + 1).await.unwrap(),
+        BootstrapInstall::Kept
+    );
+    s.revoke_api_key(&Scope::All, &key.id, T0 + 2)
+        .await
+        .unwrap();
     // The next start names the same key: it stays revoked.
     assert_eq!(
         s.upsert_bootstrap_key(K1, T0 + 3).await.unwrap(),
@@ -50,7 +55,10 @@ async fn a_new_bootstrap_key_revokes_the_old_one(db: TestDb) {
         .await
         .unwrap();
     s.upsert_bootstrap_key(K2, T0 + 1).await.unwrap();
-    assert!(s.authenticate(K1).await.unwrap().is_none(), "old key revoked");
+    assert!(
+        s.authenticate(K1).await.unwrap().is_none(),
+        "old key revoked"
+    );
     let k2 = s.authenticate(K2).await.unwrap().expect("new key live");
     assert_eq!(k2.role, Role::Platform);
     // Back to the first one: it was revoked and stays so; the second one stays live.
@@ -67,7 +75,10 @@ async fn removing_the_variable_revokes_only_env_keys(db: TestDb) {
         .await
         .unwrap();
     assert_eq!(s.revoke_env_bootstrap_keys(T0 + 1).await.unwrap(), 0);
-    assert!(s.authenticate(K1).await.unwrap().is_some(), "generated key kept");
+    assert!(
+        s.authenticate(K1).await.unwrap().is_some(),
+        "generated key kept"
+    );
     s.upsert_bootstrap_key(K2, T0 + 2).await.unwrap();
     // An ordinary platform key is no bootstrap key: it survives both.
     let other = s
@@ -85,7 +96,10 @@ async fn removing_the_variable_revokes_only_env_keys(db: TestDb) {
         .await
         .unwrap();
     assert_eq!(s.revoke_env_bootstrap_keys(T0 + 3).await.unwrap(), 1);
-    assert!(s.authenticate(K2).await.unwrap().is_none(), "env key revoked");
+    assert!(
+        s.authenticate(K2).await.unwrap().is_none(),
+        "env key revoked"
+    );
     assert_eq!(s.revoke_env_bootstrap_keys(T0 + 4).await.unwrap(), 0);
     let ops = s
         .authenticate("sg_live_ordinary_platform_0000000000")
@@ -116,10 +130,24 @@ async fn a_key_without_tenant_sees_nothing(db: TestDb) {
     let scope = key.scope();
     assert_eq!(scope, Scope::Nothing);
     assert!(s.get_tenant(&scope, &tenant.id).await.unwrap().is_none());
-    assert!(s.list_tenants(&scope, &page()).await.unwrap().items.is_empty());
-    assert!(s.list_api_keys(&scope, &page()).await.unwrap().items.is_empty());
+    assert!(s
+        .list_tenants(&scope, &page())
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    assert!(s
+        .list_api_keys(&scope, &page())
+        .await
+        .unwrap()
+        .items
+        .is_empty());
     assert_eq!(
-        s.list_tenants(&Scope::All, &page()).await.unwrap().items.len(),
+        s.list_tenants(&Scope::All, &page())
+            .await
+            .unwrap()
+            .items
+            .len(),
         1
     );
 }

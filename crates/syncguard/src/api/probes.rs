@@ -5,13 +5,16 @@
 use super::error::ApiError;
 use crate::app::App;
 use crate::clock::rfc3339;
-use std::time::Duration;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
+use std::time::Duration;
 use utoipa::ToSchema;
+
+/// The longest `/readyz` spends on the store: an orchestrator gets its answer within a second.
+const READYZ_BUDGET_MS: u64 = 400;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Probe {
@@ -35,7 +38,8 @@ pub async fn readyz(State(app): State<App>) -> Result<Json<Probe>, ApiError> {
     }
     // Known reachable a moment ago: check now, within the probe's timeout, on the probe's own
     // connection (a busy pool is not an outage).
-    let timeout = Duration::from_millis(app.settings().store.probe_timeout_ms);
+    let timeout =
+        Duration::from_millis(app.settings().store.probe_timeout_ms.min(READYZ_BUDGET_MS));
     app.store
         .probe(timeout)
         .await

@@ -81,7 +81,6 @@ impl HealthState {
     pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
         self.current.load_full()
     }
-
 }
 
 /// Routes of health, merged into the main router.
@@ -165,4 +164,3 @@ fn record(health: &HealthState, snap: &Snapshot) {
             .set(counts.get(&s).copied().unwrap_or(0));
     }
 }
-

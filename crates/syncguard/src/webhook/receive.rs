@@ -51,9 +51,15 @@ pub async fn receive(
     // Known unreachable: refuse at once rather than wait for the pool (see `store_probe`).
     if let Some(since) = app.store.reachability().down_since() {
         let provider = wh.gates.cached_provider(&connection_id);
-        wh.metrics
-            .count(provider.as_deref().unwrap_or("unknown"), Outcome::Unavailable);
-        tracing::debug!(connection_id, down_since = since, "webhook refused: store unreachable");
+        wh.metrics.count(
+            provider.as_deref().unwrap_or("unknown"),
+            Outcome::Unavailable,
+        );
+        tracing::debug!(
+            connection_id,
+            down_since = since,
+            "webhook refused: store unreachable"
+        );
         return ApiError::unavailable(
             "the store is unreachable; the webhook is not acknowledged, retry shortly",
         )

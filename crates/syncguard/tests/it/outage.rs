@@ -13,7 +13,7 @@ use crate::process::Serve;
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use syncguard::app::{bootstrap_key_from, Bootstrap};
@@ -30,12 +30,18 @@ crate::on_both_stores!(
     bootstrap_key_follows_the_variable_across_starts,
 );
 
+const OPEN: u8 = 0;
+/// New connections are closed at once, open ones dropped: connections fail fast.
+const REFUSE: u8 = 1;
+/// New connections are accepted and never answered, open ones freeze: every call hangs.
+const BLACKHOLE: u8 = 2;
+
 /// A TCP proxy in front of one upstream address that the test can cut and restore.
 struct Proxy {
     addr: std::net::SocketAddr,
-    open: Arc<AtomicBool>,
-    /// Cancelled to drop every open pipe; replaced by a fresh token on each cut.
-    pipes: Arc<Mutex<CancellationToken>>,
+    mode: Arc<AtomicU8>,
+    /// Cancelled on every change of mode; pipes and held sockets watch it.
+    epoch: Arc<Mutex<CancellationToken>>,
     stop: CancellationToken,
 }
 
@@ -43,57 +49,65 @@ impl Proxy {
     async fn start(upstream: String) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let open = Arc::new(AtomicBool::new(true));
-        let pipes = Arc::new(Mutex::new(CancellationToken::new()));
+        let mode = Arc::new(AtomicU8::new(OPEN));
+        let epoch = Arc::new(Mutex::new(CancellationToken::new()));
         let stop = CancellationToken::new();
-        let (o, p, s) = (open.clone(), pipes.clone(), stop.clone());
+        let (m, e, s) = (mode.clone(), epoch.clone(), stop.clone());
         tokio::spawn(async move {
             loop {
                 let (mut client, _) = tokio::select! {
                     a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
                     _ = s.cancelled() => break,
                 };
-                if !o.load(Ordering::SeqCst) {
-                    drop(client); // cut: the connection is closed at once
-                    continue;
-                }
-                let cut = p.lock().unwrap().clone();
-                let upstream = upstream.clone();
-                tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(&upstream).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cut.cancelled() => {}
+                let now = e.lock().unwrap().clone();
+                match m.load(Ordering::SeqCst) {
+                    REFUSE => drop(client),
+                    BLACKHOLE => {
+                        tokio::spawn(async move {
+                            now.cancelled().await;
+                            drop(client);
+                        });
                     }
-                });
+                    _ => {
+                        let (m, e, upstream) = (m.clone(), e.clone(), upstream.clone());
+                        tokio::spawn(async move {
+                            let Ok(mut server) = TcpStream::connect(&upstream).await else {
+                                return;
+                            };
+                            tokio::select! {
+                                _ = tokio::io::copy_bidirectional(&mut client, &mut server) => return,
+                                _ = now.cancelled() => {}
+                            }
+                            if m.load(Ordering::SeqCst) == BLACKHOLE {
+                                // Frozen: both ends stay open, nothing moves, until the next change.
+                                let next = e.lock().unwrap().clone();
+                                next.cancelled().await;
+                            }
+                        });
+                    }
+                }
             }
         });
         Proxy {
             addr,
-            open,
-            pipes,
+            mode,
+            epoch,
             stop,
         }
     }
 
-    fn cut(&self) {
-        self.open.store(false, Ordering::SeqCst);
-        let mut pipes = self.pipes.lock().unwrap();
-        pipes.cancel();
-        *pipes = CancellationToken::new();
-    }
-
-    fn restore(&self) {
-        self.open.store(true, Ordering::SeqCst);
+    fn set(&self, mode: u8) {
+        let mut epoch = self.epoch.lock().unwrap();
+        self.mode.store(mode, Ordering::SeqCst);
+        epoch.cancel();
+        *epoch = CancellationToken::new();
     }
 }
 
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.stop.cancel();
-        self.cut();
+        self.set(REFUSE);
     }
 }
 
@@ -133,7 +147,10 @@ async fn webhook(client: &reqwest::Client, base: &str, conn: &str, n: u32) -> re
         .header("content-type", "application/json")
         .header("webhook-id", &id)
         .header("webhook-timestamp", ts.to_string())
-        .header("webhook-signature", sign_standard(SECRET, &id, ts, body.as_bytes()))
+        .header(
+            "webhook-signature",
+            sign_standard(SECRET, &id, ts, body.as_bytes()),
+        )
         .body(body)
         .send()
         .await
@@ -175,14 +192,32 @@ async fn postgres_outage_fails_fast_keeps_health_and_recovers() {
     let client = reqwest::Client::new();
 
     // A tenant, its viewer key (used once, so this node has verified it) and a connection.
-    let (s, t) = send(client.post(format!("{base}/v1/tenants")).bearer_auth(PLATFORM_KEY).json(&json!({ "name": "acme" }))).await;
+    let (s, t) = send(
+        client
+            .post(format!("{base}/v1/tenants"))
+            .bearer_auth(PLATFORM_KEY)
+            .json(&json!({ "name": "acme" })),
+    )
+    .await;
     assert_eq!(s, 201, "{t}");
     let tenant = t["id"].as_str().unwrap();
-    let (s, k) = send(client.post(format!("{base}/v1/keys")).bearer_auth(PLATFORM_KEY).json(&json!({ "tenant_id": tenant, "role": "viewer", "name": "watcher" }))).await;
+    let (s, k) = send(
+        client
+            .post(format!("{base}/v1/keys"))
+            .bearer_auth(PLATFORM_KEY)
+            .json(&json!({ "tenant_id": tenant, "role": "viewer", "name": "watcher" })),
+    )
+    .await;
     assert_eq!(s, 201, "{k}");
     let viewer = k["key"].as_str().unwrap().to_string();
     let body = json!({ "tenant_id": tenant, "provider": "trackstar", "name": "brand_1", "config": { "webhook": { "secrets": [SECRET] } } });
-    let (s, c) = send(client.post(format!("{base}/v1/connections")).bearer_auth(PLATFORM_KEY).json(&body)).await;
+    let (s, c) = send(
+        client
+            .post(format!("{base}/v1/connections"))
+            .bearer_auth(PLATFORM_KEY)
+            .json(&body),
+    )
+    .await;
     assert_eq!(s, 201, "{c}");
     let conn = c["id"].as_str().unwrap().to_string();
     assert_eq!(webhook(&client, &base, &conn, 1).await.status(), 202);
@@ -196,11 +231,19 @@ async fn postgres_outage_fails_fast_keeps_health_and_recovers() {
     .await;
     assert_eq!(before["stale"], false, "{before}");
     assert_eq!(before["store"], json!({ "reachable": true, "since": null }));
-    assert_eq!(client.get(format!("{base}/readyz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     assert_eq!(store_up(&client, &base).await, Some(1));
 
     // Cut the store off.
-    proxy.cut();
+    proxy.set(REFUSE);
     let cut_at = Instant::now();
     eventually(Duration::from_secs(5), "/readyz not ready", || {
         let (client, base) = (client.clone(), base.clone());
@@ -216,7 +259,10 @@ async fn postgres_outage_fails_fast_keeps_health_and_recovers() {
     let r = client.get(format!("{base}/readyz")).send().await.unwrap();
     let readyz_latency = t.elapsed();
     assert_eq!(r.status(), 503);
-    assert!(readyz_latency < Duration::from_secs(1), "{readyz_latency:?}");
+    assert!(
+        readyz_latency < Duration::from_secs(1),
+        "{readyz_latency:?}"
+    );
 
     let mut slowest = Duration::ZERO;
     for n in 2..12 {
@@ -226,12 +272,12 @@ async fn postgres_outage_fails_fast_keeps_health_and_recovers() {
         slowest = slowest.max(took);
         assert_eq!(r.status(), 503);
         assert_eq!(r.headers()["retry-after"], "1");
-        assert_eq!(
-            r.headers()["content-type"],
-            "application/problem+json"
-        );
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
     }
-    assert!(slowest < Duration::from_secs(1), "webhook 503 took {slowest:?}");
+    assert!(
+        slowest < Duration::from_secs(1),
+        "webhook 503 took {slowest:?}"
+    );
 
     let t = Instant::now();
     let (s, h) = get(&client, format!("{base}/v1/health"), &viewer).await;
@@ -240,39 +286,83 @@ async fn postgres_outage_fails_fast_keeps_health_and_recovers() {
     assert_eq!(h["stale"], true, "{h}");
     assert_eq!(h["store"]["reachable"], false, "{h}");
     assert!(h["store"]["since"].is_string(), "{h}");
-    assert_eq!(h["generated_at"], before["generated_at"], "the last snapshot");
+    assert_eq!(
+        h["generated_at"], before["generated_at"],
+        "the last snapshot"
+    );
     assert_eq!(h["aggregate"]["total"], 1);
-    assert!(health_latency < Duration::from_secs(1), "{health_latency:?}");
+    assert!(
+        health_latency < Duration::from_secs(1),
+        "{health_latency:?}"
+    );
     // A key this node never verified cannot be checked: a quick 503, not a hang.
     let t = Instant::now();
-    let (s, _) = get(&client, format!("{base}/v1/jobs"), "sg_live_never_seen_key_000000000000").await;
+    let (s, _) = get(
+        &client,
+        format!("{base}/v1/jobs"),
+        "sg_live_never_seen_key_000000000000",
+    )
+    .await;
     assert_eq!(s, 503);
     assert!(t.elapsed() < Duration::from_secs(1));
-    assert_eq!(store_up(&client, &base).await, Some(0), "{}", node.log_text());
+    assert_eq!(
+        store_up(&client, &base).await,
+        Some(0),
+        "{}",
+        node.log_text()
+    );
     eprintln!(
         "measured: readyz not ready {readyz_after:?} after the cut, then answers in {readyz_latency:?}; \
          slowest of 10 webhook 503s {slowest:?}; stale health {health_latency:?}"
     );
 
     // Restore: everything comes back by itself.
-    proxy.restore();
-    let back = Instant::now();
-    eventually(Duration::from_secs(20), "a webhook acknowledged again", || {
-        let (client, base, conn) = (client.clone(), base.clone(), conn.clone());
-        async move { (webhook(&client, &base, &conn, 100).await.status() == 202).then_some(()) }
-    })
+    restore_and_recover(&proxy, &client, &base, &conn, &viewer, 100).await;
+
+    // A black hole this time: nothing is refused, every call would hang. The probe's timeouts
+    // mark the store down; from then on nothing waits.
+    proxy.set(BLACKHOLE);
+    let cut_at = Instant::now();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let r = client.get(format!("{base}/readyz")).send().await.unwrap();
+        assert_eq!(r.status(), 503, "a store that does not answer is not ready");
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "readyz took {:?}",
+            t.elapsed()
+        );
+    }
+    eventually(
+        Duration::from_secs(10),
+        "the probe to mark the store down",
+        || {
+            let (client, base) = (client.clone(), base.clone());
+            async move { (store_up(&client, &base).await == Some(0)).then_some(()) }
+        },
+    )
     .await;
-    eprintln!("measured: webhooks accepted {:?} after the restore", back.elapsed());
-    assert_eq!(client.get(format!("{base}/readyz")).send().await.unwrap().status(), 200);
-    eventually(Duration::from_secs(20), "fresh health", || {
-        let (client, base, viewer) = (client.clone(), base.clone(), viewer.clone());
-        async move {
-            let (s, h) = get(&client, format!("{base}/v1/health"), &viewer).await;
-            (s == 200 && h["stale"] == false && h["store"]["reachable"] == true).then_some(())
-        }
-    })
-    .await;
-    assert_eq!(store_up(&client, &base).await, Some(1));
+    let marked_after = cut_at.elapsed();
+    let mut slowest = Duration::ZERO;
+    for n in 200..210 {
+        let t = Instant::now();
+        let r = webhook(&client, &base, &conn, n).await;
+        slowest = slowest.max(t.elapsed());
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()["retry-after"], "1");
+    }
+    assert!(
+        slowest < Duration::from_secs(1),
+        "webhook 503 took {slowest:?}"
+    );
+    let (s, h) = get(&client, format!("{base}/v1/health"), &viewer).await;
+    assert_eq!(
+        (s, &h["stale"], &h["store"]["reachable"]),
+        (200, &json!(true), &json!(false)),
+        "{h}"
+    );
+    eprintln!("measured (black hole): store marked down {marked_after:?} after the cut; slowest of 10 webhook 503s {slowest:?}");
+    restore_and_recover(&proxy, &client, &base, &conn, &viewer, 300).await;
 
     // SIGTERM: a clean exit within the drain deadline (grace 2 s + 2 s).
     let stopped = Instant::now();
@@ -288,12 +378,54 @@ async fn postgres_outage_fails_fast_keeps_health_and_recovers() {
     .await
     .unwrap();
     assert_eq!(status.0.code(), Some(0), "{}", status.1.log_text());
-    assert!(stopped.elapsed() < Duration::from_secs(6), "{:?}", stopped.elapsed());
+    assert!(
+        stopped.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        stopped.elapsed()
+    );
     assert!(
         !status.1.log_text().contains("did not stop in time"),
         "{}",
         status.1.log_text()
     );
+}
+
+/// Opens the proxy again and waits for webhooks, readiness, fresh health and the gauge.
+async fn restore_and_recover(
+    proxy: &Proxy,
+    client: &reqwest::Client,
+    base: &str,
+    conn: &str,
+    viewer: &str,
+    n: u32,
+) {
+    proxy.set(OPEN);
+    let back = Instant::now();
+    eventually(
+        Duration::from_secs(20),
+        "a webhook acknowledged again",
+        || async { (webhook(client, base, conn, n).await.status() == 202).then_some(()) },
+    )
+    .await;
+    eprintln!(
+        "measured: webhooks accepted {:?} after the restore",
+        back.elapsed()
+    );
+    assert_eq!(
+        client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    eventually(Duration::from_secs(20), "fresh health", || async {
+        let (s, h) = get(client, format!("{base}/v1/health"), viewer).await;
+        (s == 200 && h["stale"] == false && h["store"]["reachable"] == true).then_some(())
+    })
+    .await;
+    assert_eq!(store_up(client, base).await, Some(1));
 }
 
 async fn reads_trust_a_verified_key_for_the_ttl_and_writes_never(backend: Backend) {
@@ -338,9 +470,11 @@ async fn reads_trust_a_verified_key_for_the_ttl_and_writes_never(backend: Backen
         .revoke_api_key(&syncguard_store::Scope::All, &cached.id, 1)
         .await
         .unwrap();
-    eventually(Duration::from_secs(10), "the cached key to expire", || async {
-        (app.get("/v1/jobs", &viewer).await.0 == 401).then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the cached key to expire",
+        || async { (app.get("/v1/jobs", &viewer).await.0 == 401).then_some(()) },
+    )
     .await;
     app.stop().await;
 }
@@ -360,11 +494,23 @@ async fn bootstrap_key_follows_the_variable_across_starts(backend: Backend) {
         "the generated key is not revoked by the variable being unset"
     );
     assert!(s.authenticate(&generated).await.unwrap().is_some());
-    assert_eq!(bootstrap_key_from(s, Some(k1.clone()), 3).await.unwrap(), Bootstrap::FromEnv);
-    assert!(s.authenticate(&generated).await.unwrap().is_none(), "replaced by the variable");
-    assert_eq!(bootstrap_key_from(s, Some(k1.clone()), 4).await.unwrap(), Bootstrap::FromEnvKept);
+    assert_eq!(
+        bootstrap_key_from(s, Some(k1.clone()), 3).await.unwrap(),
+        Bootstrap::FromEnv
+    );
+    assert!(
+        s.authenticate(&generated).await.unwrap().is_none(),
+        "replaced by the variable"
+    );
+    assert_eq!(
+        bootstrap_key_from(s, Some(k1.clone()), 4).await.unwrap(),
+        Bootstrap::FromEnvKept
+    );
     // Changed: the old one is revoked.
-    assert_eq!(bootstrap_key_from(s, Some(k2.clone()), 5).await.unwrap(), Bootstrap::FromEnv);
+    assert_eq!(
+        bootstrap_key_from(s, Some(k2.clone()), 5).await.unwrap(),
+        Bootstrap::FromEnv
+    );
     assert!(s.authenticate(&k1).await.unwrap().is_none());
     assert!(s.authenticate(&k2).await.unwrap().is_some());
     // Revoked through the API: stays revoked on the next start.
@@ -378,15 +524,23 @@ async fn bootstrap_key_follows_the_variable_across_starts(backend: Backend) {
     );
     assert!(s.authenticate(&k2).await.unwrap().is_none());
     // Removed: the key it named is revoked.
-    assert_eq!(bootstrap_key_from(s, Some(k1.clone()), 8).await.unwrap(), Bootstrap::FromEnvRevoked);
+    assert_eq!(
+        bootstrap_key_from(s, Some(k1.clone()), 8).await.unwrap(),
+        Bootstrap::FromEnvRevoked
+    );
     let k3 = "sg_live_env_bootstrap_three_0000000".to_string();
-    assert_eq!(bootstrap_key_from(s, Some(k3.clone()), 9).await.unwrap(), Bootstrap::FromEnv);
+    assert_eq!(
+        bootstrap_key_from(s, Some(k3.clone()), 9).await.unwrap(),
+        Bootstrap::FromEnv
+    );
     assert_eq!(
         bootstrap_key_from(s, None, 10).await.unwrap(),
         Bootstrap::Existing { revoked: 1 }
     );
     assert!(s.authenticate(&k3).await.unwrap().is_none());
-    assert!(bootstrap_key_from(s, Some("short".into()), 11).await.is_err());
+    assert!(bootstrap_key_from(s, Some("short".into()), 11)
+        .await
+        .is_err());
 }
 
 #[test]
