@@ -80,7 +80,7 @@ impl App {
         let sync = crate::sync::SyncState::new(&config, metrics.registry())?;
         let health = crate::health::HealthState::new(&config, metrics.registry())?;
         let publish = crate::publish::PublishState::new(&config, metrics.registry())?;
-        let store_probe = crate::store_probe::StoreProbe::new(&config, metrics.registry())?;
+        let store_probe = crate::store_probe::StoreProbe::new(metrics.registry())?;
         let api_keys = crate::api::key_cache::KeyCache::new(std::time::Duration::from_millis(
             config.api.key_cache_ttl_ms,
         ));
@@ -241,7 +241,15 @@ pub async fn run(
     let cancel = workers.token();
     {
         let a = app.clone();
-        workers.spawn("store probe", move |c| crate::store_probe::run(a, c));
+        workers.spawn("store probe", move |c| {
+            crate::store_probe::run(
+                a.store.clone(),
+                a.clock.clone(),
+                a.store_probe.up.clone(),
+                a.config.store.clone(),
+                c,
+            )
+        });
     }
     match app.config.role {
         NodeRole::Api => {

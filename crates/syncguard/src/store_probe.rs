@@ -11,11 +11,12 @@
 //! does so on the second timeout in a row, so one slow round trip on a busy machine does not
 //! turn webhooks away.
 
-use crate::app::App;
-use crate::config::Config;
+use crate::clock::SharedClock;
+use crate::config::StoreConfig;
 use prometheus::{IntGauge, Registry};
 use std::time::Duration;
 use syncguard_store::reachability::is_timeout;
+use syncguard_store::Store;
 use tokio_util::sync::CancellationToken;
 
 /// Timeouts in a row that mark the store down.
@@ -28,7 +29,7 @@ pub struct StoreProbe {
 }
 
 impl StoreProbe {
-    pub fn new(_config: &Config, registry: &Registry) -> anyhow::Result<StoreProbe> {
+    pub fn new(registry: &Registry) -> anyhow::Result<StoreProbe> {
         let up = IntGauge::new(
             "syncguard_store_up",
             "Whether the store is reachable (1) or not (0), as the probe last saw it.",
@@ -39,16 +40,22 @@ impl StoreProbe {
     }
 }
 
-/// Probes the store until `cancel`.
-pub async fn run(app: App, cancel: CancellationToken) {
+/// Probes `store` until `cancel`, keeping `up` current. Takes its parts rather than the app,
+/// so it depends on nothing but the store.
+pub async fn run(
+    store: Store,
+    clock: SharedClock,
+    up: IntGauge,
+    config: StoreConfig,
+    cancel: CancellationToken,
+) {
+    let interval = Duration::from_millis(config.probe_interval_ms);
+    let timeout = Duration::from_millis(config.probe_timeout_ms);
+    let state = store.reachability();
     let mut timeouts = 0u32;
     loop {
-        let settings = app.settings();
-        let interval = Duration::from_millis(settings.store.probe_interval_ms);
-        let timeout = Duration::from_millis(settings.store.probe_timeout_ms);
-        let state = app.store.reachability();
         tokio::select! {
-            r = app.store.probe(timeout) => match r {
+            r = store.probe(timeout) => match r {
                 Ok(()) => {
                     timeouts = 0;
                     state.mark_up();
@@ -56,7 +63,7 @@ pub async fn run(app: App, cancel: CancellationToken) {
                 Err(e) => {
                     timeouts = if is_timeout(&e) { timeouts + 1 } else { TIMEOUTS_TO_DOWN };
                     if timeouts >= TIMEOUTS_TO_DOWN {
-                        state.mark_down(app.clock.now_ms(), &e.to_string());
+                        state.mark_down(clock.now_ms(), &e.to_string());
                     } else {
                         tracing::debug!(error = %e, "store probe timed out once");
                     }
@@ -64,7 +71,7 @@ pub async fn run(app: App, cancel: CancellationToken) {
             },
             _ = cancel.cancelled() => break,
         }
-        app.store_probe.up.set(i64::from(state.is_up()));
+        up.set(i64::from(state.is_up()));
         let pause = if state.is_up() {
             interval
         } else {
