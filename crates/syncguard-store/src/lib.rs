@@ -19,6 +19,7 @@
 //! - [`records`]: the local mirror of provider objects and the change feed.
 //! - [`queue`]: the durable job queue (states, leases, retries, unique keys, dead letters).
 //! - [`page`]: opaque cursors for list endpoints.
+//! - [`reachability`]: whether the store can be reached, fed by failures and a probe.
 //! - [`testkit`]: fresh stores for tests, on either backend.
 //!
 //! Every tenant-owned read and write takes a [`Scope`]: isolation is a parameter of the query,
@@ -35,6 +36,7 @@ pub mod page;
 pub mod provider_state;
 pub mod publish;
 pub mod queue;
+pub mod reachability;
 pub mod records;
 mod row;
 mod sql;
@@ -77,6 +79,8 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
+            // A connection cut during its handshake or a reply ends in a protocol error.
+            | sqlx::Error::Protocol(_)
             | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
             sqlx::Error::Database(db) if db.is_unique_violation() => {
                 StoreError::Conflict(db.message().to_string())
@@ -122,21 +126,30 @@ pub struct Store {
     url_redacted: String,
     /// Set on the store a handler gets: its job-facing writes check this token.
     pub(crate) fence: Option<queue::Fence>,
+    /// The connection [`Store::probe`] uses (PostgreSQL only: an embedded file has no network
+    /// in between, and its readers serve the probe).
+    probe: Option<std::sync::Arc<reachability::PgProbe>>,
+    reachability: std::sync::Arc<reachability::Reachability>,
 }
 
-/// Which rows a caller may see: one tenant, or all of them (platform keys, system work).
+/// Which rows a caller may see: one tenant, all of them (platform keys, system work), or none
+/// (a key whose tenant is missing: access fails closed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
     All,
     Tenant(String),
+    Nothing,
 }
 
 impl Scope {
-    /// The tenant filter as a nullable bind value: `None` means every tenant.
+    /// The tenant filter as a nullable bind value: `None` means every tenant. [`Scope::Nothing`]
+    /// binds the empty id, which no tenant has (ids are generated `ten_…`), so every filtered
+    /// query finds no row.
     pub(crate) fn tenant(&self) -> Option<&str> {
         match self {
             Scope::All => None,
             Scope::Tenant(t) => Some(t),
+            Scope::Nothing => Some(""),
         }
     }
 }
@@ -170,7 +183,8 @@ pub struct StoreOptions {
     pub pg_max_connections: u32,
     /// Read-only connections to SQLite (the writer is always one).
     pub sqlite_readers: u32,
-    /// How long to wait for a connection before answering "unavailable".
+    /// How long to wait for a connection before answering "unavailable". Short, so that a
+    /// store that went away turns into a quick 503 rather than a hung request.
     pub acquire_timeout: Duration,
 }
 
@@ -192,6 +206,7 @@ impl Store {
             url: redact_url(url),
             reason,
         };
+        let mut probe = None;
         let pools = if url.starts_with("sqlite:") {
             if url.contains(":memory:") {
                 return Err(bad(
@@ -226,9 +241,10 @@ impl Store {
             let pool = PgPoolOptions::new()
                 .max_connections(opts.pg_max_connections)
                 .acquire_timeout(opts.acquire_timeout)
-                .connect_with(o)
+                .connect_with(o.clone())
                 .await
                 .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            probe = Some(std::sync::Arc::new(reachability::PgProbe::new(o)));
             Pools::Postgres(pool)
         } else {
             return Err(bad("expected a sqlite:// or postgres:// url".into()));
@@ -237,6 +253,8 @@ impl Store {
             pools,
             url_redacted: redact_url(url),
             fence: None,
+            probe,
+            reachability: Default::default(),
         })
     }
 
@@ -276,6 +294,9 @@ impl Store {
                 write.close().await;
             }
             Pools::Postgres(p) => p.close().await,
+        }
+        if let Some(p) = &self.probe {
+            p.close().await;
         }
     }
 }

@@ -35,6 +35,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(7, "0007_publish"),
     migration!(8, "0008_queue_fencing"),
     migration!(9, "0009_api_security"),
+    migration!(10, "0010_bootstrap_keys"),
 ];
 
 /// Arbitrary constant naming the migration lock among the database's advisory locks.

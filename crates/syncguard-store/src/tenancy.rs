@@ -70,11 +70,14 @@ impl FromDbRow for ApiKey {
 }
 
 impl ApiKey {
-    /// The rows this key may see.
+    /// The rows this key may see. Only a platform key sees every tenant; any other key without
+    /// a tenant (which the API never creates, but a hand-edited row could hold) sees nothing,
+    /// so a missing tenant fails closed instead of widening the key to the whole platform.
     pub fn scope(&self) -> Scope {
         match (&self.role, &self.tenant_id) {
-            (Role::Platform, _) | (_, None) => Scope::All,
+            (Role::Platform, _) => Scope::All,
             (_, Some(t)) => Scope::Tenant(t.clone()),
+            (_, None) => Scope::Nothing,
         }
     }
 }
@@ -113,6 +116,36 @@ impl<'a> KeyBounds<'a> {
             c.and(cond, vec![Bind::Str(json)]);
         }
     }
+}
+
+/// Where a bootstrap platform key came from; stored in `api_keys.bootstrap` so a start can
+/// find the keys it installed before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootstrapSource {
+    /// `SYNCGUARD_BOOTSTRAP_KEY`: revoked once the variable names another key or none.
+    Env,
+    /// Generated for an empty store and shown once: kept until revoked through the API.
+    Generated,
+}
+
+impl BootstrapSource {
+    fn as_str(self) -> &'static str {
+        match self {
+            BootstrapSource::Env => "env",
+            BootstrapSource::Generated => "generated",
+        }
+    }
+}
+
+/// What installing a bootstrap key did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootstrapInstall {
+    /// A new key row; earlier bootstrap keys were revoked.
+    Installed,
+    /// The key was already there and live: nothing changed.
+    Kept,
+    /// The key was there and revoked: it stays revoked (revocation is never undone by a start).
+    Revoked,
 }
 
 /// What a caller asks for when creating a key.
@@ -259,19 +292,82 @@ impl Store {
         Ok(key)
     }
 
-    /// Ensures the bootstrap platform key exists with exactly this secret (for automation:
-    /// the environment names the key, the store keeps only its hash).
-    pub async fn upsert_bootstrap_key(&self, clear_key: &str, now: Millis) -> Result<()> {
+    /// Installs the bootstrap platform key from the environment (see [`Self::install_bootstrap_key`]).
+    pub async fn upsert_bootstrap_key(
+        &self,
+        clear_key: &str,
+        now: Millis,
+    ) -> Result<BootstrapInstall> {
+        self.install_bootstrap_key(clear_key, BootstrapSource::Env, now)
+            .await
+    }
+
+    /// Makes `clear_key` the live bootstrap platform key, unless it was revoked: a revoked key
+    /// stays revoked across restarts. A key new to the store revokes every other live bootstrap
+    /// key (the environment names exactly one; a generated one is replaced by it too), all in
+    /// one transaction.
+    pub async fn install_bootstrap_key(
+        &self,
+        clear_key: &str,
+        source: BootstrapSource,
+        now: Millis,
+    ) -> Result<BootstrapInstall> {
+        let hash = hash_api_key(clear_key);
+        let outcome: Result<BootstrapInstall> = on_writer!(self, p => {
+            let mut tx = p.begin().await?;
+            let existing: Option<(Option<i64>,)> =
+                sqlx::query_as("SELECT revoked_at FROM api_keys WHERE key_hash = $1")
+                    .bind(&hash)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let outcome = match existing {
+                Some((Some(_),)) => BootstrapInstall::Revoked,
+                Some((None,)) => {
+                    // A key from before bootstrap keys were marked is claimed by the variable
+                    // that names it, so removing the variable later revokes it.
+                    sqlx::query("UPDATE api_keys SET bootstrap = $1 WHERE key_hash = $2 AND bootstrap IS NOT NULL")
+                        .bind(source.as_str())
+                        .bind(&hash)
+                        .execute(&mut *tx)
+                        .await?;
+                    BootstrapInstall::Kept
+                }
+                None => {
+                    sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE bootstrap IS NOT NULL AND revoked_at IS NULL")
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query("INSERT INTO api_keys (id, tenant_id, role, name, key_hash, key_last4, created_at, bootstrap) VALUES ($1, NULL, 'platform', 'bootstrap', $2, $3, $4, $5)")
+                        .bind(new_id("key"))
+                        .bind(&hash)
+                        .bind(last4(clear_key))
+                        .bind(now)
+                        .bind(source.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                    BootstrapInstall::Installed
+                }
+            };
+            tx.commit().await?;
+            Ok(outcome)
+        });
+        match outcome {
+            // Another node installed the same key at the same moment.
+            Err(StoreError::Conflict(_)) => Ok(BootstrapInstall::Kept),
+            other => other,
+        }
+    }
+
+    /// Revokes every live bootstrap key installed from the environment (the variable was
+    /// removed); returns how many. Generated keys stay.
+    pub async fn revoke_env_bootstrap_keys(&self, now: Millis) -> Result<u64> {
         on_writer!(self, p => {
-            sqlx::query("INSERT INTO api_keys (id, tenant_id, role, name, key_hash, key_last4, created_at) VALUES ('key_bootstrap', NULL, 'platform', 'bootstrap', $1, $2, $3)
-                         ON CONFLICT (id) DO UPDATE SET key_hash = excluded.key_hash, key_last4 = excluded.key_last4, revoked_at = NULL")
-                .bind(hash_api_key(clear_key))
-                .bind(last4(clear_key))
+            let done = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE bootstrap = 'env' AND revoked_at IS NULL")
                 .bind(now)
                 .execute(p)
                 .await?;
-        });
-        Ok(())
+            Ok(done.rows_affected())
+        })
     }
 
     /// How many keys exist at all, revoked or not (an empty store gets a generated bootstrap key).

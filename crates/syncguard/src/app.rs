@@ -10,8 +10,10 @@ use arc_swap::ArcSwap;
 use std::future::Future;
 use std::ops::Deref;
 use std::sync::Arc;
+use std::time::Duration;
 use syncguard_core::seal::Sealer;
-use syncguard_store::{Store, StoreOptions};
+use syncguard_store::tenancy::{BootstrapInstall, BootstrapSource};
+use syncguard_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -47,6 +49,12 @@ pub struct AppInner {
     pub health: crate::health::HealthState,
     /// The publish path.
     pub publish: crate::publish::PublishState,
+    /// API keys verified lately, so reads need no store round trip for their key.
+    pub api_keys: crate::api::key_cache::KeyCache,
+    /// The store probe's gauge.
+    pub store_probe: crate::store_probe::StoreProbe,
+    /// Every background loop of the node, stopped together at shutdown.
+    pub workers: crate::workers::Workers,
 }
 
 impl Deref for App {
@@ -72,6 +80,10 @@ impl App {
         let sync = crate::sync::SyncState::new(&config, metrics.registry())?;
         let health = crate::health::HealthState::new(&config, metrics.registry())?;
         let publish = crate::publish::PublishState::new(&config, metrics.registry())?;
+        let store_probe = crate::store_probe::StoreProbe::new(metrics.registry())?;
+        let api_keys = crate::api::key_cache::KeyCache::new(std::time::Duration::from_millis(
+            config.api.key_cache_ttl_ms,
+        ));
         let config = Arc::new(config);
         Ok(App(Arc::new(AppInner {
             live: ArcSwap::new(config.clone()),
@@ -95,6 +107,9 @@ impl App {
             sync,
             health,
             publish,
+            api_keys,
+            store_probe,
+            workers: crate::workers::Workers::new(),
         })))
     }
 }
@@ -110,7 +125,7 @@ impl App {
     pub fn reload(&self, next: Config) -> Vec<&'static str> {
         let current = &self.config;
         let mut restart = Vec::new();
-        let checks: [(&'static str, bool); 6] = [
+        let checks: [(&'static str, bool); 7] = [
             ("database_url", next.database_url != current.database_url),
             ("listen", next.listen != current.listen),
             ("role", next.role != current.role),
@@ -120,6 +135,10 @@ impl App {
                 next.queue.lease_ms != current.queue.lease_ms,
             ),
             ("api", next.api != current.api),
+            (
+                "store.acquire_timeout_ms",
+                next.store.acquire_timeout_ms != current.store.acquire_timeout_ms,
+            ),
         ];
         for (key, changed) in checks {
             if changed {
@@ -133,7 +152,7 @@ impl App {
 
 /// Opens and migrates the store named by the configuration.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    let store = Store::connect(&config.database_url, &StoreOptions::default())
+    let store = Store::connect(&config.database_url, &config.store_options())
         .await
         .with_context(|| {
             format!(
@@ -151,54 +170,106 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 /// What to tell the operator about the bootstrap platform key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Bootstrap {
-    /// `SYNCGUARD_BOOTSTRAP_KEY` was installed.
+    /// `SYNCGUARD_BOOTSTRAP_KEY` was installed (earlier bootstrap keys were revoked).
     FromEnv,
+    /// `SYNCGUARD_BOOTSTRAP_KEY` names the live bootstrap key already.
+    FromEnvKept,
+    /// `SYNCGUARD_BOOTSTRAP_KEY` names a key that was revoked: it stays revoked.
+    FromEnvRevoked,
     /// The store was empty: this key was generated and is shown once.
     Generated(String),
-    /// Keys exist already.
-    Existing,
+    /// Keys exist already; `revoked` bootstrap keys from an earlier `SYNCGUARD_BOOTSTRAP_KEY`
+    /// were revoked because the variable is gone.
+    Existing { revoked: u64 },
 }
 
-/// Installs the bootstrap platform key from the environment, or generates one for an empty store.
+/// Installs the bootstrap platform key from the environment, or generates one for an empty
+/// store. A revoked bootstrap key stays revoked across starts; a changed variable revokes the
+/// key it named before, and a removed one revokes it too (see `install_bootstrap_key`).
 pub async fn bootstrap_key(store: &Store, now: i64) -> anyhow::Result<Bootstrap> {
-    if let Ok(key) = std::env::var("SYNCGUARD_BOOTSTRAP_KEY") {
+    bootstrap_key_from(store, std::env::var("SYNCGUARD_BOOTSTRAP_KEY").ok(), now).await
+}
+
+/// [`bootstrap_key`] with the variable's value passed in (tests).
+pub async fn bootstrap_key_from(
+    store: &Store,
+    env_key: Option<String>,
+    now: i64,
+) -> anyhow::Result<Bootstrap> {
+    if let Some(key) = env_key {
         if key.len() < 16 {
             anyhow::bail!("SYNCGUARD_BOOTSTRAP_KEY must be at least 16 characters");
         }
-        store.upsert_bootstrap_key(&key, now).await?;
-        return Ok(Bootstrap::FromEnv);
+        return Ok(
+            match store
+                .install_bootstrap_key(&key, BootstrapSource::Env, now)
+                .await?
+            {
+                BootstrapInstall::Installed => Bootstrap::FromEnv,
+                BootstrapInstall::Kept => Bootstrap::FromEnvKept,
+                BootstrapInstall::Revoked => Bootstrap::FromEnvRevoked,
+            },
+        );
     }
+    let revoked = store.revoke_env_bootstrap_keys(now).await?;
     if store.count_api_keys().await? == 0 {
         let key = syncguard_core::ids::new_api_key(&mut rand::thread_rng());
-        store.upsert_bootstrap_key(&key, now).await?;
+        store
+            .install_bootstrap_key(&key, BootstrapSource::Generated, now)
+            .await?;
         return Ok(Bootstrap::Generated(key));
     }
-    Ok(Bootstrap::Existing)
+    Ok(Bootstrap::Existing { revoked })
+}
+
+/// How long shutdown waits for the background loops once the server has stopped: the
+/// engine's grace for running jobs, plus time to hand back what is left.
+fn drain_deadline(config: &Config) -> Duration {
+    Duration::from_millis(config.queue.shutdown_grace_ms) + Duration::from_secs(2)
 }
 
 /// Runs the API on `listener` and, unless the node is API-only, the engine, until `shutdown`
-/// resolves; then stops accepting, lets running jobs finish or hands them back, and returns.
+/// resolves; then stops accepting, lets running jobs finish or hands them back, stops every
+/// background loop (see [`crate::workers`]) and returns, within the drain deadline.
 pub async fn run(
     app: App,
     listener: TcpListener,
     handlers: Handlers,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let cancel = CancellationToken::new();
-    let engine = match app.config.role {
+    let workers = &app.workers;
+    let cancel = workers.token();
+    {
+        let a = app.clone();
+        workers.spawn("store probe", move |c| {
+            crate::store_probe::run(
+                a.store.clone(),
+                a.clock.clone(),
+                a.store_probe.up.clone(),
+                a.config.store.clone(),
+                c,
+            )
+        });
+    }
+    match app.config.role {
         NodeRole::Api => {
             // API-only nodes still keep the queue gauges current for /metrics.
-            let (a, c) = (app.clone(), cancel.clone());
-            tokio::spawn(async move { engine::gauge_loop(a, c).await });
-            None
+            let a = app.clone();
+            workers.spawn("queue gauges", move |c| engine::gauge_loop(a, c));
         }
         NodeRole::Worker | NodeRole::All => {
-            Some(engine::start(app.clone(), handlers, cancel.clone()))
+            let engine = engine::start(app.clone(), handlers, cancel.clone());
+            workers.spawn("engine", move |_| engine.join());
         }
-    };
-    crate::health::spawn(&app, cancel.clone());
+    }
+    {
+        let a = app.clone();
+        workers.spawn("health snapshotter", move |c| crate::health::run(a, c));
+    }
     let router = crate::api::router(app.clone());
     let stop = cancel.clone();
+    let stopping = CancellationToken::new();
+    let begun = stopping.clone();
     let server = axum::serve(
         listener,
         router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
@@ -208,14 +279,27 @@ pub async fn run(
             _ = shutdown => {}
             _ = stop.cancelled() => {}
         }
+        begun.cancel();
     });
-    let served = server.await;
-    cancel.cancel();
-    if let Some(engine) = engine {
-        engine.join().await;
+    let deadline = drain_deadline(&app.config);
+    // Requests still running when shutdown begins get the drain deadline to finish; a client
+    // that keeps its request open longer does not hold the process.
+    let served = tokio::select! {
+        r = server => r.context("http server failed"),
+        _ = async {
+            stopping.cancelled().await;
+            tokio::time::sleep(deadline).await;
+        } => {
+            tracing::warn!("requests still open at the drain deadline were dropped");
+            Ok(())
+        }
+    };
+    let stuck = workers.shutdown(deadline).await;
+    if !stuck.is_empty() {
+        tracing::error!(loops = ?stuck, "background loops aborted at shutdown");
     }
     app.store.close().await;
-    served.context("http server failed")
+    served
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

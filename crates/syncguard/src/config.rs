@@ -61,6 +61,7 @@ pub struct Config {
     pub provider_files: Vec<String>,
     pub queue: QueueConfig,
     pub api: ApiConfig,
+    pub store: StoreConfig,
 }
 
 impl Default for Config {
@@ -76,6 +77,7 @@ impl Default for Config {
             provider_files: Vec::new(),
             queue: QueueConfig::default(),
             api: ApiConfig::default(),
+            store: StoreConfig::default(),
         }
     }
 }
@@ -141,6 +143,9 @@ pub struct ApiConfig {
     pub body_limit_bytes: usize,
     /// Largest inbound webhook body (413 beyond).
     pub webhook_body_limit_bytes: usize,
+    /// How long a verified API key is trusted for reads without asking the store again; the
+    /// bound on how long a key revoked through another node keeps reading.
+    pub key_cache_ttl_ms: u64,
 }
 
 impl Default for ApiConfig {
@@ -148,6 +153,29 @@ impl Default for ApiConfig {
         ApiConfig {
             body_limit_bytes: 256 * 1024,
             webhook_body_limit_bytes: 1024 * 1024,
+            key_cache_ttl_ms: 30_000,
+        }
+    }
+}
+
+/// The store connection and how its outages are noticed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// How long a request waits for a pooled connection before its 503.
+    pub acquire_timeout_ms: u64,
+    /// How often the store is probed while reachable (five times as often while not).
+    pub probe_interval_ms: u64,
+    /// How long one probe may take before it counts as a failure.
+    pub probe_timeout_ms: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            acquire_timeout_ms: 2_000,
+            probe_interval_ms: 500,
+            probe_timeout_ms: 800,
         }
     }
 }
@@ -172,7 +200,7 @@ pub struct Loaded {
     pub file: Option<PathBuf>,
 }
 
-const SECTIONS: &[&str] = &["queue", "api"];
+const SECTIONS: &[&str] = &["queue", "api", "store"];
 
 /// `SYNCGUARD_QUEUE_LEASE_MS` → `queue.lease_ms`; `SYNCGUARD_DATABASE_URL` → `database_url`;
 /// anything else → not configuration.
@@ -286,7 +314,31 @@ impl Config {
                 "body limits must be at least 1024 bytes",
             );
         }
+        if self.api.key_cache_ttl_ms > 3_600_000 {
+            return bad(
+                "api.key_cache_ttl_ms",
+                "must be at most 3600000 (revocation takes effect within it)",
+            );
+        }
+        let st = &self.store;
+        if !(100..=60_000).contains(&st.acquire_timeout_ms) {
+            return bad("store.acquire_timeout_ms", "must be between 100 and 60000");
+        }
+        if !(50..=60_000).contains(&st.probe_interval_ms) {
+            return bad("store.probe_interval_ms", "must be between 50 and 60000");
+        }
+        if !(50..=60_000).contains(&st.probe_timeout_ms) {
+            return bad("store.probe_timeout_ms", "must be between 50 and 60000");
+        }
         Ok(())
+    }
+
+    /// Pool sizes and timeouts of the store.
+    pub fn store_options(&self) -> syncguard_store::StoreOptions {
+        syncguard_store::StoreOptions {
+            acquire_timeout: std::time::Duration::from_millis(self.store.acquire_timeout_ms),
+            ..Default::default()
+        }
     }
 
     pub fn listen_addr(&self) -> SocketAddr {
@@ -375,5 +427,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("queue.lease_ms"), "{e}");
+        let c = load_toml("[store]\nacquire_timeout_ms = 700\n").unwrap();
+        assert_eq!(c.store.acquire_timeout_ms, 700);
+        let e = load_toml("[store]\nprobe_interval_ms = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("store.probe_interval_ms"), "{e}");
     }
 }

@@ -13,6 +13,8 @@
 //! - [`health`]: the cached health snapshot and SLO status.
 //! - [`publish`]: desired state, publishing, snapshots, reconciliation and drift.
 //! - [`metrics`], [`logging`], [`clock`]: observability and time.
+//! - [`store_probe`]: noticing store outages (and their end) without waiting on the pool.
+//! - [`workers`]: the supervisor that starts and stops every background loop.
 //! - [`cli`]: the `syncguard` command line, including `bench`.
 //!
 //! Pure rules live in `syncguard_core`; all SQL lives in `syncguard_store`.
@@ -29,7 +31,9 @@ pub mod metrics;
 pub mod provider;
 pub mod publish;
 pub mod secrets;
+pub mod store_probe;
 pub mod sync;
 pub mod webhook;
+pub mod workers;
 
 pub use app::App;

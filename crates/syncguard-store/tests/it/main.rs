@@ -1,6 +1,7 @@
 //! Store conformance suite: every test runs once on SQLite and once on PostgreSQL.
 
 mod access;
+mod bootstrap;
 mod checkpoints;
 mod connections;
 mod events;

@@ -2,12 +2,14 @@
 //! parameters and the request id.
 
 use super::error::{ApiError, REQUEST_ID};
+use super::key_cache::Freshness;
 use crate::app::App;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, Method};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use syncguard_core::ids::hash_api_key;
 use syncguard_core::role::Role;
 use syncguard_store::page::{decode_cursor, PageRequest, DEFAULT_LIMIT, MAX_LIMIT};
 use syncguard_store::tenancy::ApiKey;
@@ -61,6 +63,20 @@ impl FromRequestParts<App> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Caller, ApiError> {
+        Caller::authenticate(parts, app, Freshness::WithinTtl).await
+    }
+}
+
+impl Caller {
+    /// Authenticates the request's bearer key: reads from the key cache when it holds the key
+    /// fresh enough (`outage` is how fresh while the store is unreachable), else from the
+    /// store, which refreshes the cache. While the store is known unreachable a key that must
+    /// be checked there is a quick 503, not a wait for the pool.
+    pub async fn authenticate(
+        parts: &mut Parts,
+        app: &App,
+        outage: Freshness,
+    ) -> Result<Caller, ApiError> {
         if let Some(c) = parts.extensions.get::<Caller>() {
             return Ok(c.clone());
         }
@@ -75,11 +91,37 @@ impl FromRequestParts<App> for Caller {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| ApiError::unauthorized("Authorization must be `Bearer <api key>`"))?;
-        let key = app
-            .store
-            .authenticate(token)
-            .await?
-            .ok_or_else(|| ApiError::unauthorized("invalid or revoked API key"))?;
+        let hash = hash_api_key(token);
+        let reachable = app.store.reachability().is_up();
+        if !is_mutating(&parts.method) {
+            let freshness = if reachable {
+                Freshness::WithinTtl
+            } else {
+                outage
+            };
+            if let Some(key) = app.api_keys.get(&hash, freshness) {
+                let caller = Caller { key };
+                parts.extensions.insert(caller.clone());
+                return Ok(caller);
+            }
+        }
+        if !reachable {
+            return Err(ApiError::unavailable(
+                "the store is unreachable; the API key cannot be checked, retry shortly",
+            ));
+        }
+        let key = match app.store.authenticate(token).await {
+            Ok(Some(key)) => key,
+            Ok(None) => {
+                app.api_keys.evict_hash(&hash);
+                return Err(ApiError::unauthorized("invalid or revoked API key"));
+            }
+            Err(e) => {
+                app.store.reachability().note(&e, app.clock.now_ms());
+                return Err(e.into());
+            }
+        };
+        app.api_keys.insert(hash, key.clone());
         let caller = Caller { key };
         parts.extensions.insert(caller.clone());
         Ok(caller)

@@ -16,6 +16,7 @@ pub mod error;
 pub mod extract;
 pub mod idempotency;
 mod jobs;
+pub mod key_cache;
 mod probes;
 pub(crate) mod tenants;
 pub mod views;

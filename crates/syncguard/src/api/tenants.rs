@@ -214,6 +214,8 @@ pub async fn revoke_key(
             syncguard_store::StoreError::NotFound => ApiError::not_found("key not found"),
             other => other.into(),
         })?;
+    // Effective on this node at once; other nodes' caches drop it within their TTL.
+    app.api_keys.evict_id(&key.id);
     Ok(Json(key.into()))
 }
 

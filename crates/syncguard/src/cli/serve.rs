@@ -89,11 +89,25 @@ pub async fn serve(
         Bootstrap::Generated(key) => {
             eprintln!("  bootstrap platform key (shown once, store it now): {key}");
         }
-        Bootstrap::FromEnv => eprintln!("  bootstrap platform key: from SYNCGUARD_BOOTSTRAP_KEY"),
-        Bootstrap::Existing => {}
+        Bootstrap::FromEnv => eprintln!("  bootstrap platform key: from SYNCGUARD_BOOTSTRAP_KEY (earlier bootstrap keys revoked)"),
+        Bootstrap::FromEnvKept => eprintln!("  bootstrap platform key: from SYNCGUARD_BOOTSTRAP_KEY"),
+        Bootstrap::FromEnvRevoked => {
+            eprintln!("  bootstrap platform key: SYNCGUARD_BOOTSTRAP_KEY names a REVOKED key; it stays revoked");
+            tracing::warn!("SYNCGUARD_BOOTSTRAP_KEY names a revoked key; it stays revoked");
+        }
+        Bootstrap::Existing { revoked } if *revoked > 0 => {
+            eprintln!("  bootstrap platform key: SYNCGUARD_BOOTSTRAP_KEY is unset; the key it named was revoked");
+            tracing::info!(revoked, "bootstrap key from the environment revoked: the variable is unset");
+        }
+        Bootstrap::Existing { .. } => {}
     }
     tracing::info!(addr = %addr, store = store.backend().as_str(), config = %config_source, "syncguard started");
-    tokio::spawn(reload_on_sighup(app.clone(), config_path, overrides));
+    {
+        let a = app.clone();
+        app.workers.spawn("config reloader", move |c| {
+            reload_on_sighup(a, config_path, overrides, c)
+        });
+    }
     app::run(app, listener, Handlers::builtin(), app::shutdown_signal()).await?;
     tracing::info!("syncguard stopped");
     Ok(())
@@ -112,8 +126,11 @@ pub async fn migrate(
             ..Default::default()
         },
     )?;
-    let store =
-        syncguard_store::Store::connect(&loaded.config.database_url, &Default::default()).await?;
+    let store = syncguard_store::Store::connect(
+        &loaded.config.database_url,
+        &loaded.config.store_options(),
+    )
+    .await?;
     let applied = store.migrate().await?;
     let version = store.schema_version().await?;
     if applied.is_empty() {
@@ -134,14 +151,23 @@ pub async fn migrate(
 /// Re-reads the configuration (file and environment) on SIGHUP. A valid one is adopted for
 /// thresholds and intervals; keys that need a restart are named in the log; an invalid one is
 /// refused with its key and the running configuration stays.
-async fn reload_on_sighup(app: App, path: Option<std::path::PathBuf>, overrides: Overrides) {
+async fn reload_on_sighup(
+    app: App,
+    path: Option<std::path::PathBuf>,
+    overrides: Overrides,
+    cancel: tokio_util::sync::CancellationToken,
+) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
         let Ok(mut hup) = signal(SignalKind::hangup()) else {
             return;
         };
-        while hup.recv().await.is_some() {
+        loop {
+            tokio::select! {
+                got = hup.recv() => if got.is_none() { break },
+                _ = cancel.cancelled() => break,
+            }
             match Config::load(path.as_deref(), &overrides) {
                 Ok(loaded) => {
                     let restart = app.reload(loaded.config);
@@ -160,5 +186,6 @@ async fn reload_on_sighup(app: App, path: Option<std::path::PathBuf>, overrides:
     #[cfg(not(unix))]
     {
         let _ = (app, path, overrides);
+        cancel.cancelled().await;
     }
 }

@@ -7,46 +7,29 @@ use super::snapshot::{ConnectionHealth, QueueCounts, Snapshot};
 use super::status::Status;
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::extract::{ApiPath, Caller};
+use crate::api::key_cache::Freshness;
 use crate::api::Problem;
 use crate::app::App;
 use crate::clock::rfc3339;
 use axum::extract::{FromRequestParts, State};
-use axum::http::header;
 use axum::http::request::Parts;
 use axum::Json;
 use serde::Serialize;
-use syncguard_core::ids::hash_api_key;
 use syncguard_store::Scope;
 use utoipa::ToSchema;
 
-/// The caller of a health route: from the health key cache when this node has seen the key
-/// before, else authenticated by the store (and cached).
+/// The caller of a health route: authenticated like any read (the key cache first), and
+/// while the store is unreachable by any key this node verified before, however long ago
+/// (see `api::key_cache`), so health keeps answering through an outage.
 pub struct HealthCaller(pub Caller);
 
 impl FromRequestParts<App> for HealthCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<HealthCaller, ApiError> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty());
-        let hash = token.map(hash_api_key);
-        if let Some(key) = hash.as_deref().and_then(|h| app.health.cached_key(h)) {
-            return Ok(HealthCaller(Caller { key }));
-        }
-        // Unknown here (or malformed): the ordinary extractor decides, with its messages.
-        let caller = Caller::from_request_parts(parts, app).await?;
-        if let Some(h) = hash {
-            app.health.cache_key(h, caller.key.clone());
-        }
-        Ok(HealthCaller(caller))
+        Caller::authenticate(parts, app, Freshness::Any)
+            .await
+            .map(HealthCaller)
     }
 }
 
@@ -59,13 +42,25 @@ pub struct Aggregate {
     pub queue: QueueCounts,
 }
 
-/// The pinned shape of SPEC §3.7.
+/// The pinned shape of SPEC §3.7, extended with `stale` and `store`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct HealthView {
     /// When the snapshot was built (it is rebuilt every 5 s).
     pub generated_at: String,
     pub aggregate: Aggregate,
     pub connections: Vec<ConnectionHealth>,
+    /// The snapshot could not be rebuilt lately (store unreachable, or refreshes failing):
+    /// the figures are as of `generated_at`, not now.
+    pub stale: bool,
+    pub store: StoreView,
+}
+
+/// The store as this node sees it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StoreView {
+    pub reachable: bool,
+    /// Since when it has been unreachable (RFC 3339); null while reachable.
+    pub since: Option<String>,
 }
 
 /// The part of `snap` that `scope` and `visible` may see.
@@ -74,6 +69,7 @@ pub fn view(snap: &Snapshot, scope: &Scope, visible: Option<&[String]>) -> Healt
         let tenant_ok = match scope.clone() {
             Scope::All => true,
             Scope::Tenant(t) => tenant == Some(t.as_str()),
+            Scope::Nothing => false,
         };
         let conn_ok = match visible {
             None => true,
@@ -111,6 +107,11 @@ pub fn view(snap: &Snapshot, scope: &Scope, visible: Option<&[String]>) -> Healt
             queue,
         },
         connections,
+        stale: false,
+        store: StoreView {
+            reachable: true,
+            since: None,
+        },
     }
 }
 
@@ -128,7 +129,15 @@ pub async fn health(
     HealthCaller(caller): HealthCaller,
 ) -> ApiResult<Json<HealthView>> {
     let snap = current(&app)?;
-    Ok(Json(view(&snap, &caller.scope(), caller.visible())))
+    let mut view = view(&snap, &caller.scope(), caller.visible());
+    let state = app.store.reachability();
+    let age = app.clock.now_ms() - snap.generated_at;
+    view.stale = !state.is_up() || age > 2 * super::REFRESH_INTERVAL.as_millis() as i64;
+    view.store = StoreView {
+        reachable: state.is_up(),
+        since: state.down_since().map(rfc3339),
+    };
+    Ok(Json(view))
 }
 
 #[utoipa::path(get, path = "/v1/connections/{id}/health", tag = "health",

@@ -4,11 +4,11 @@
 //! part of it.
 //!
 //! # Nothing on the request path touches the store
-//! The snapshot is in memory, and so are the API keys that asked for it: a key is
-//! authenticated against the store the first time this node sees it, then served from a cache
-//! the snapshotter re-validates on every refresh (a revoked key stops working within one
-//! refresh). A store outage therefore leaves health answering, from a snapshot whose
-//! `generated_at` shows its age.
+//! The snapshot is in memory, and so are the API keys that asked for it (`api::key_cache`:
+//! verified keys by hash, for `api.key_cache_ttl_ms`). A store outage therefore leaves health
+//! answering from the last snapshot, marked `stale` with the store reported unreachable; the
+//! snapshotter skips its rounds while the store probe says the store is down, so it never
+//! waits on the pool.
 //!
 //! # Layout
 //! - [`status`]: the pure rules: SLO thresholds, burn-rate alerts, percentiles.
@@ -26,18 +26,19 @@ use prometheus::{IntGaugeVec, Opts, Registry};
 use snapshot::Snapshot;
 use status::{BurnPolicy, Status, Thresholds};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use syncguard_store::checkpoints::health::event_id_floor;
-use syncguard_store::page::PageRequest;
-use syncguard_store::tenancy::ApiKey;
-use syncguard_store::{Scope, StoreError};
+use syncguard_store::StoreError;
 use tokio_util::sync::CancellationToken;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 /// How often the snapshot is rebuilt.
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How soon the snapshotter looks again while the store is unreachable.
+const OUTAGE_RECHECK: Duration = Duration::from_millis(250);
 
 /// How far back the first webhook backlog scan looks; later scans start at the oldest event
 /// still waiting (or a minute back), so they stay short.
@@ -46,8 +47,6 @@ const BACKLOG_LOOKBACK_MS: i64 = 7 * 86_400_000;
 /// The health snapshot and what keeps it.
 pub struct HealthState {
     current: ArcSwapOption<Snapshot>,
-    /// API keys that asked for health, by key hash (see the module docs).
-    keys: RwLock<HashMap<String, ApiKey>>,
     /// Where the next webhook backlog scan starts (an event id).
     backlog_from: Mutex<Option<String>>,
     /// Each connection's status in the last snapshot, to log changes.
@@ -70,7 +69,6 @@ impl HealthState {
         registry.register(Box::new(gauge.clone()))?;
         Ok(HealthState {
             current: ArcSwapOption::empty(),
-            keys: RwLock::new(HashMap::new()),
             backlog_from: Mutex::new(None),
             last_status: Mutex::new(HashMap::new()),
             thresholds: Thresholds::default(),
@@ -83,21 +81,6 @@ impl HealthState {
     pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
         self.current.load_full()
     }
-
-    pub(crate) fn cached_key(&self, key_hash: &str) -> Option<ApiKey> {
-        self.keys
-            .read()
-            .expect("health key cache")
-            .get(key_hash)
-            .cloned()
-    }
-
-    pub(crate) fn cache_key(&self, key_hash: String, key: ApiKey) {
-        self.keys
-            .write()
-            .expect("health key cache")
-            .insert(key_hash, key);
-    }
 }
 
 /// Routes of health, merged into the main router.
@@ -107,27 +90,34 @@ pub fn routes() -> OpenApiRouter<App> {
         .routes(routes!(api::connection_health))
 }
 
-/// Starts the snapshotter; it stops on `cancel`.
-pub fn spawn(app: &App, cancel: CancellationToken) {
-    let app = app.clone();
-    tokio::spawn(async move {
-        loop {
+/// The snapshotter: rebuilds the snapshot every [`REFRESH_INTERVAL`] until `cancel`; skips
+/// the round while the store is unreachable.
+pub async fn run(app: App, cancel: CancellationToken) {
+    loop {
+        // While the store is down, look again soon: the first round after it returns
+        // replaces the stale snapshot.
+        let pause = if !app.store.reachability().is_up() {
+            tracing::debug!("store unreachable; health snapshot not refreshed");
+            OUTAGE_RECHECK
+        } else {
             if let Err(e) = refresh(&app).await {
+                app.store.reachability().note(&e, app.clock.now_ms());
                 tracing::warn!(error = %e, "health snapshot not refreshed; serving the previous one");
                 app.metrics
                     .background_errors_total
                     .with_label_values(&["health"])
                     .inc();
             }
-            tokio::select! {
-                _ = tokio::time::sleep(REFRESH_INTERVAL) => {}
-                _ = cancel.cancelled() => break,
-            }
+            REFRESH_INTERVAL
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = cancel.cancelled() => break,
         }
-    });
+    }
 }
 
-/// Rebuilds the snapshot now, at the app's clock, and re-validates cached keys.
+/// Rebuilds the snapshot now, at the app's clock.
 pub async fn refresh(app: &App) -> Result<(), StoreError> {
     let health = &app.health;
     let now = app.clock.now_ms();
@@ -151,7 +141,7 @@ pub async fn refresh(app: &App) -> Result<(), StoreError> {
     let snap = snapshot::assemble(app, &inputs, now, &health.thresholds, &health.burn_policy);
     record(health, &snap);
     health.current.store(Some(Arc::new(snap)));
-    revalidate_keys(app).await
+    Ok(())
 }
 
 /// Updates the gauge and logs connections whose status changed.
@@ -173,39 +163,4 @@ fn record(health: &HealthState, snap: &Snapshot) {
             .with_label_values(&[s.as_str()])
             .set(counts.get(&s).copied().unwrap_or(0));
     }
-}
-
-/// Drops cached keys that were revoked, and refreshes the rest from the store.
-async fn revalidate_keys(app: &App) -> Result<(), StoreError> {
-    if app.health.keys.read().expect("health key cache").is_empty() {
-        return Ok(());
-    }
-    let mut live: HashMap<String, ApiKey> = HashMap::new();
-    let mut page = PageRequest {
-        after: None,
-        limit: 500,
-    };
-    loop {
-        let batch = app.store.list_api_keys(&Scope::All, &page).await?;
-        live.extend(
-            batch
-                .items
-                .into_iter()
-                .filter(|k| k.revoked_at.is_none())
-                .map(|k| (k.id.clone(), k)),
-        );
-        match batch.next_cursor {
-            Some(next) => page.after = Some(next),
-            None => break,
-        }
-    }
-    let mut cache = app.health.keys.write().expect("health key cache");
-    cache.retain(|_, key| match live.get(&key.id) {
-        Some(fresh) => {
-            *key = fresh.clone();
-            true
-        }
-        None => false,
-    });
-    Ok(())
 }

@@ -137,6 +137,13 @@ impl GateCache {
         Ok(gate)
     }
 
+    /// The provider of a cached gate, fresh or not (to count a refusal against it).
+    pub fn cached_provider(&self, connection_id: &str) -> Option<String> {
+        self.read()
+            .get(connection_id)
+            .map(|(_, gate)| gate.provider.clone())
+    }
+
     pub fn invalidate(&self, connection_id: &str) {
         self.entries
             .write()

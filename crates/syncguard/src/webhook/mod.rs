@@ -91,6 +91,7 @@ impl WebhookState {
     fn writers(&self, app: &App) -> &writer::Writers {
         self.writers.get_or_init(|| {
             writer::Writers::start(
+                &app.workers,
                 app.store.clone(),
                 app.clock.clone(),
                 app.job_notify.clone(),

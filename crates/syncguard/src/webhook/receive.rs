@@ -48,6 +48,23 @@ pub async fn receive(
     body: Body,
 ) -> Response {
     let wh = &app.webhooks;
+    // Known unreachable: refuse at once rather than wait for the pool (see `store_probe`).
+    if let Some(since) = app.store.reachability().down_since() {
+        let provider = wh.gates.cached_provider(&connection_id);
+        wh.metrics.count(
+            provider.as_deref().unwrap_or("unknown"),
+            Outcome::Unavailable,
+        );
+        tracing::debug!(
+            connection_id,
+            down_since = since,
+            "webhook refused: store unreachable"
+        );
+        return ApiError::unavailable(
+            "the store is unreachable; the webhook is not acknowledged, retry shortly",
+        )
+        .into_response();
+    }
     let gate = match wh.gates.get(&app, &connection_id).await {
         Ok(gate) => gate,
         Err(GateError::Unknown) => {
@@ -58,6 +75,7 @@ pub async fn receive(
             .into_response();
         }
         Err(GateError::Store(e)) => {
+            app.store.reachability().note(&e, app.clock.now_ms());
             wh.metrics.count("unknown", Outcome::Unavailable);
             return not_acknowledged(e);
         }

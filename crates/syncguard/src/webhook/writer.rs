@@ -13,6 +13,7 @@
 
 use super::{WebhookMetrics, DEDUP_WINDOW_MS};
 use crate::clock::SharedClock;
+use crate::workers::Workers;
 use futures::future::BoxFuture;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
@@ -38,7 +39,8 @@ struct Pending<T, R> {
     reply: oneshot::Sender<Result<R, StoreError>>,
 }
 
-/// The sending half of a group commit; its committers stop once it is dropped.
+/// The sending half of a group commit; its committers stop once it is dropped or their
+/// supervisor cancels them (after the HTTP server has stopped, so nothing is left waiting).
 pub struct GroupCommit<T, R> {
     tx: mpsc::Sender<Pending<T, R>>,
 }
@@ -47,6 +49,8 @@ impl<T: Send + 'static, R: Send + 'static> GroupCommit<T, R> {
     /// Starts `committers` tasks that store batches of at most [`MAX_BATCH`] items and
     /// `max_weight` total weight (`weight` of each item) with `commit`.
     pub fn start(
+        workers: &Workers,
+        name: &'static str,
         committers: usize,
         weight: fn(&T) -> usize,
         max_weight: usize,
@@ -56,8 +60,13 @@ impl<T: Send + 'static, R: Send + 'static> GroupCommit<T, R> {
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..committers {
             let (rx, commit) = (rx.clone(), commit.clone());
-            tokio::spawn(async move {
-                while let Some(batch) = next_batch(&rx, weight, max_weight).await {
+            workers.spawn(name, move |cancel| async move {
+                loop {
+                    let batch = tokio::select! {
+                        batch = next_batch(&rx, weight, max_weight) => batch,
+                        _ = cancel.cancelled() => None,
+                    };
+                    let Some(batch) = batch else { break };
                     let (items, replies): (Vec<_>, Vec<_>) =
                         batch.into_iter().map(|p| (p.item, p.reply)).unzip();
                     match commit(items).await {
@@ -136,6 +145,7 @@ pub struct Writers {
 impl Writers {
     /// `notify` wakes this node's workers once jobs are committed.
     pub fn start(
+        workers: &Workers,
         store: Store,
         clock: SharedClock,
         notify: Arc<Notify>,
@@ -162,6 +172,7 @@ impl Writers {
                     }
                     Ok(_) => {}
                     Err(e) => {
+                        store.reachability().note(e, now);
                         tracing::warn!(error = %e, deliveries = batch.len(), "webhook batch not stored")
                     }
                 }
@@ -180,16 +191,32 @@ impl Writers {
         });
         let runs: Arc<CommitFn<EventRun, bool>> = Arc::new(move |batch| {
             let (store, clock) = (store.clone(), clock.clone());
-            Box::pin(async move { store.record_event_runs(&batch, clock.now_ms()).await })
+            Box::pin(async move {
+                let now = clock.now_ms();
+                let done = store.record_event_runs(&batch, now).await;
+                if let Err(e) = &done {
+                    store.reachability().note(e, now);
+                }
+                done
+            })
         });
         Writers {
             ingest: GroupCommit::start(
+                workers,
+                "webhook ingest committer",
                 committers,
                 |e: &NewInboundEvent| e.body.len(),
                 MAX_BATCH_BYTES,
                 ingest,
             ),
-            runs: GroupCommit::start(committers, |_| 1, MAX_BATCH, runs),
+            runs: GroupCommit::start(
+                workers,
+                "webhook run committer",
+                committers,
+                |_| 1,
+                MAX_BATCH,
+                runs,
+            ),
         }
     }
 }

@@ -184,7 +184,8 @@ async fn health_answers_from_memory_when_the_store_is_gone(backend: Backend) {
         Handlers::builtin(),
     )
     .await;
-    let (_t, admin) = tenant(&app).await;
+    let (t, admin) = tenant(&app).await;
+    let unseen = app.key_for(&t, "viewer", None).await;
     let (s, c) = app
         .post(
             "/v1/connections",
@@ -222,8 +223,8 @@ async fn health_answers_from_memory_when_the_store_is_gone(backend: Backend) {
         "a refresh fails and keeps the snapshot"
     );
     assert_eq!(app.get("/v1/health", &admin).await.0, 200);
-    // A key this node never saw must still be checked against the store, which is gone.
-    assert_eq!(app.get("/v1/health", PLATFORM_KEY).await.0, 503);
+    // A key this node never verified must still be checked against the store, which is gone.
+    assert_eq!(app.get("/v1/health", &unseen).await.0, 503);
     tokio::time::timeout(Duration::from_secs(10), app.stop())
         .await
         .expect("stops despite the outage");

@@ -11,6 +11,7 @@ mod engine;
 mod fairness;
 mod fencing;
 mod health;
+mod outage;
 mod process;
 mod provider;
 mod publish;
