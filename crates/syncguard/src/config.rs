@@ -61,6 +61,7 @@ pub struct Config {
     pub provider_files: Vec<String>,
     pub queue: QueueConfig,
     pub api: ApiConfig,
+    pub egress: EgressConfig,
 }
 
 impl Default for Config {
@@ -76,6 +77,7 @@ impl Default for Config {
             provider_files: Vec::new(),
             queue: QueueConfig::default(),
             api: ApiConfig::default(),
+            egress: EgressConfig::default(),
         }
     }
 }
@@ -148,6 +150,17 @@ impl Default for ApiConfig {
     }
 }
 
+/// Where outbound calls may go (SPEC §3.3 "Egress policy"). Link-local and metadata addresses
+/// are refused whatever this says; loopback and private ranges are refused in production
+/// unless listed here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct EgressConfig {
+    /// Address ranges (`10.0.0.0/8`, `fd12::/16`, one address) or host names
+    /// (`api.internal.example`) that may be reached on internal addresses in production.
+    pub allow: Vec<String>,
+}
+
 /// A configuration that cannot be used, with the key at fault.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
@@ -168,7 +181,7 @@ pub struct Loaded {
     pub file: Option<PathBuf>,
 }
 
-const SECTIONS: &[&str] = &["queue", "api"];
+const SECTIONS: &[&str] = &["queue", "api", "egress"];
 
 /// `SYNCGUARD_QUEUE_LEASE_MS` → `queue.lease_ms`; `SYNCGUARD_DATABASE_URL` → `database_url`;
 /// anything else → not configuration.
@@ -276,7 +289,17 @@ impl Config {
                 "body limits must be at least 1024 bytes",
             );
         }
+        self.egress_policy()
+            .map_err(|e| ConfigError(format!("`egress.allow`: {e}")))?;
         Ok(())
+    }
+
+    /// The egress policy of this configuration (environment and allowlist).
+    pub fn egress_policy(&self) -> Result<syncguard_core::egress::Policy, String> {
+        syncguard_core::egress::Policy::new(
+            self.environment == Environment::Production,
+            &self.egress.allow,
+        )
     }
 
     pub fn listen_addr(&self) -> SocketAddr {
@@ -365,5 +388,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("queue.lease_ms"), "{e}");
+    }
+
+    #[test]
+    fn egress_allow_comes_from_the_file_or_the_environment() {
+        assert_eq!(env_key("EGRESS_ALLOW").as_deref(), Some("egress.allow"));
+        let c =
+            load_toml("[egress]\nallow = [\"10.0.0.0/8\", \"api.internal.example\"]\n").unwrap();
+        assert_eq!(c.egress.allow, ["10.0.0.0/8", "api.internal.example"]);
+        let e = load_toml("[egress]\nallow = [\"10.0.0.0/99\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("egress.allow") && e.contains("10.0.0.0/99"),
+            "{e}"
+        );
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "SYNCGUARD_EGRESS_ALLOW",
+                "[\"192.168.0.0/16\", \"db.internal\"]",
+            );
+            let c = Config::load(None, &Overrides::default()).unwrap().config;
+            assert_eq!(c.egress.allow, ["192.168.0.0/16", "db.internal"]);
+            Ok(())
+        });
     }
 }
