@@ -110,7 +110,7 @@ impl App {
     pub fn reload(&self, next: Config) -> Vec<&'static str> {
         let current = &self.config;
         let mut restart = Vec::new();
-        let checks: [(&'static str, bool); 6] = [
+        let checks: [(&'static str, bool); 7] = [
             ("database_url", next.database_url != current.database_url),
             ("listen", next.listen != current.listen),
             ("role", next.role != current.role),
@@ -120,6 +120,8 @@ impl App {
                 next.queue.lease_ms != current.queue.lease_ms,
             ),
             ("api", next.api != current.api),
+            // The provider HTTP client holds the policy in its resolver.
+            ("egress", next.egress != current.egress),
         ];
         for (key, changed) in checks {
             if changed {
