@@ -226,6 +226,16 @@ async fn capture_api() -> Capture {
             }),
         )
         .route("/declared", get(|| async { vec![b' '; 10_000] }))
+        .route(
+            "/items/loud",
+            get(|| async {
+                let page = format!(
+                    "<html>\n{}INTERNAL-TAIL</html>",
+                    "stack frame\n".repeat(250)
+                );
+                (axum::http::StatusCode::BAD_REQUEST, page)
+            }),
+        )
         .fallback(move |req: Request| {
             let seen = seen.clone();
             async move {
@@ -329,6 +339,24 @@ async fn external_ids_stay_in_their_path_segment(backend: Backend) {
         .await;
     assert_eq!(s, 422, "{p}");
     assert!(p["detail"].as_str().unwrap().contains("external_id"), "{p}");
+    // A provider's error page comes back as a short excerpt on one line, never whole.
+    let (s, p) = app
+        .post(
+            "/v1/snapshots",
+            &admin,
+            json!({"connection_id": id, "resource": "items", "external_id": "loud", "of": "remote"}),
+        )
+        .await;
+    let detail = p["detail"].as_str().unwrap();
+    assert_eq!(s, 502, "{p}");
+    assert!(
+        detail.contains("answered 400") && detail.contains("stack frame"),
+        "{detail}"
+    );
+    assert!(
+        detail.len() < 400 && !detail.contains("INTERNAL-TAIL") && !detail.contains('\n'),
+        "{detail}"
+    );
     let put = |segment: &'static str| {
         let (url, id, admin) = (app.url.clone(), id.clone(), admin.clone());
         async move {
