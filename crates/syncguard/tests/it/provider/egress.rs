@@ -12,6 +12,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use syncguard::app::App;
 use syncguard::clock::SystemClock;
 use syncguard::config::{Config, Environment};
@@ -379,6 +380,35 @@ async fn external_ids_stay_in_their_path_segment(backend: Backend) {
             .unwrap();
         assert!(desired.is_none(), "`{stored}` was stored");
     }
+    // In the worker, a webhook-named object with such an id fails as permanent: dead at once.
+    let job = syncguard_store::queue::NewJob {
+        connection_id: Some(id.clone()),
+        ..syncguard_store::queue::NewJob::new(
+            syncguard::webhook::REFETCH_KIND,
+            json!({"connection_id": id, "resource": "items", "external_id": ".."}),
+        )
+    };
+    let now = app.app.clock.now_ms();
+    let job = app.app.store.enqueue(&job, now).await.unwrap().id;
+    let dead = job_in_state(
+        &app.app.store,
+        job,
+        syncguard_store::queue::JobState::Dead,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(
+        (dead.error_class, dead.attempts),
+        (Some(ErrorClass::Permanent), 1),
+        "{dead:?}"
+    );
+    assert!(
+        dead.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("external id"),
+        "{dead:?}"
+    );
     assert!(api.paths.lock().unwrap().is_empty());
     app.stop().await;
 }
