@@ -8,6 +8,8 @@
 //! - [`backoff`]: the retry-delay formula of the job queue (SPEC §3.1).
 //! - [`class`]: error classes (transient, rate_limited, permanent, circuit_open) and how HTTP
 //!   outcomes map to them.
+//! - [`egress`]: the egress policy (which addresses outbound calls may reach) and safe URL
+//!   path segments.
 //! - [`redact`]: PII and secret redaction applied to every log line.
 //! - [`role`]: API key roles and what each may do.
 //! - [`ids`]: prefixed identifiers and API key material.
@@ -24,6 +26,7 @@ pub mod backoff;
 pub mod breaker;
 pub mod canonical;
 pub mod class;
+pub mod egress;
 pub mod ids;
 pub mod limiter;
 pub mod redact;

@@ -139,6 +139,8 @@ impl App {
                 "store.acquire_timeout_ms",
                 next.store.acquire_timeout_ms != current.store.acquire_timeout_ms,
             ),
+            // The provider HTTP client holds the policy in its resolver.
+            ("egress", next.egress != current.egress),
         ];
         for (key, changed) in checks {
             if changed {

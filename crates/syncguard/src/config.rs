@@ -62,6 +62,7 @@ pub struct Config {
     pub queue: QueueConfig,
     pub api: ApiConfig,
     pub store: StoreConfig,
+    pub egress: EgressConfig,
 }
 
 impl Default for Config {
@@ -78,6 +79,7 @@ impl Default for Config {
             queue: QueueConfig::default(),
             api: ApiConfig::default(),
             store: StoreConfig::default(),
+            egress: EgressConfig::default(),
         }
     }
 }
@@ -180,6 +182,17 @@ impl Default for StoreConfig {
     }
 }
 
+/// Where outbound calls may go (SPEC §3.3 "Egress policy"). Link-local and metadata addresses
+/// are refused whatever this says; loopback and private ranges are refused in production
+/// unless listed here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct EgressConfig {
+    /// Address ranges (`10.0.0.0/8`, `fd12::/16`, one address) or host names
+    /// (`api.internal.example`) that may be reached on internal addresses in production.
+    pub allow: Vec<String>,
+}
+
 /// A configuration that cannot be used, with the key at fault.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
@@ -200,7 +213,7 @@ pub struct Loaded {
     pub file: Option<PathBuf>,
 }
 
-const SECTIONS: &[&str] = &["queue", "api", "store"];
+const SECTIONS: &[&str] = &["queue", "api", "store", "egress"];
 
 /// `SYNCGUARD_QUEUE_LEASE_MS` → `queue.lease_ms`; `SYNCGUARD_DATABASE_URL` → `database_url`;
 /// anything else → not configuration.
@@ -330,6 +343,8 @@ impl Config {
         if !(50..=60_000).contains(&st.probe_timeout_ms) {
             return bad("store.probe_timeout_ms", "must be between 50 and 60000");
         }
+        self.egress_policy()
+            .map_err(|e| ConfigError(format!("`egress.allow`: {e}")))?;
         Ok(())
     }
 
@@ -339,6 +354,14 @@ impl Config {
             acquire_timeout: std::time::Duration::from_millis(self.store.acquire_timeout_ms),
             ..Default::default()
         }
+    }
+
+    /// The egress policy of this configuration (environment and allowlist).
+    pub fn egress_policy(&self) -> Result<syncguard_core::egress::Policy, String> {
+        syncguard_core::egress::Policy::new(
+            self.environment == Environment::Production,
+            &self.egress.allow,
+        )
     }
 
     pub fn listen_addr(&self) -> SocketAddr {
@@ -433,5 +456,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("store.probe_interval_ms"), "{e}");
+    }
+
+    #[test]
+    // figment's Jail closure returns figment's own (large) error type.
+    #[allow(clippy::result_large_err)]
+    fn egress_allow_comes_from_the_file_or_the_environment() {
+        assert_eq!(env_key("EGRESS_ALLOW").as_deref(), Some("egress.allow"));
+        let c =
+            load_toml("[egress]\nallow = [\"10.0.0.0/8\", \"api.internal.example\"]\n").unwrap();
+        assert_eq!(c.egress.allow, ["10.0.0.0/8", "api.internal.example"]);
+        let e = load_toml("[egress]\nallow = [\"10.0.0.0/99\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("egress.allow") && e.contains("10.0.0.0/99"),
+            "{e}"
+        );
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "SYNCGUARD_EGRESS_ALLOW",
+                "[\"192.168.0.0/16\", \"db.internal\"]",
+            );
+            let c = Config::load(None, &Overrides::default()).unwrap().config;
+            assert_eq!(c.egress.allow, ["192.168.0.0/16", "db.internal"]);
+            Ok(())
+        });
     }
 }

@@ -6,6 +6,8 @@
 //! - [`engine`]: workers, completer, heartbeat, lease rescue, periodic schedules, handlers.
 //! - [`api`]: the HTTP API (`/v1`), its conventions (problem+json, request ids, idempotency
 //!   keys, body limits, pagination), probes, metrics and the OpenAPI document.
+//! - [`egress`]: the egress policy on real connections (checking resolver, URL checks, size-
+//!   limited reads) for every outbound call a tenant can aim.
 //! - [`secrets`]: the master key that seals credentials at rest.
 //! - [`webhook`]: the inbound webhook gateway.
 //! - [`provider`]: provider definitions, the outbound HTTP client, rate limiter and breaker.
@@ -24,6 +26,7 @@ pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod egress;
 pub mod engine;
 pub mod health;
 pub mod logging;

@@ -17,6 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use syncguard_core::class::ErrorClass;
 
+/// Largest OAuth2 token answer read (a token answer is a few hundred bytes).
+const TOKEN_ANSWER_LIMIT: u64 = 64 * 1024;
+
 /// Tokens are renewed this long before the provider says they expire, so a call never leaves
 /// with a token that dies on the way.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
@@ -271,7 +274,13 @@ impl Authenticator {
         if !scopes.is_empty() {
             form.push(("scope", scopes.join(" ")));
         }
-        let mut req = app.providers.http().post(url).timeout(self.timeout);
+        let egress = app.providers.egress();
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|_| ProviderError::permanent("oauth2 token URL is not a URL"))?;
+        egress
+            .check_url(&parsed)
+            .map_err(|e| ProviderError::permanent(format!("oauth2 token request: {e}")))?;
+        let mut req = app.providers.http().post(parsed).timeout(self.timeout);
         match client_auth {
             ClientAuth::Basic => req = req.basic_auth(&client_id, Some(&client_secret)),
             ClientAuth::Body => {
@@ -279,14 +288,24 @@ impl Authenticator {
                 form.push(("client_secret", client_secret));
             }
         }
-        let resp = req.form(&form).send().await.map_err(|e| {
-            ProviderError::transient(format!(
-                "oauth2 token request failed: {}",
-                super::client::describe_reqwest(&e)
-            ))
-        })?;
+        let resp =
+            req.form(&form)
+                .send()
+                .await
+                .map_err(|e| match crate::egress::refused_in(&e) {
+                    Some(refused) => {
+                        ProviderError::permanent(format!("oauth2 token request: {refused}"))
+                    }
+                    None => ProviderError::transient(format!(
+                        "oauth2 token request failed: {}",
+                        super::client::describe_reqwest(&e)
+                    )),
+                })?;
         let status = resp.status().as_u16();
-        let body = resp.bytes().await.unwrap_or_default();
+        // A token answer is small; anything near the limit is not one.
+        let body = crate::egress::read_limited(resp, TOKEN_ANSWER_LIMIT)
+            .await
+            .map_err(|e| ProviderError::transient(format!("oauth2 token answer: {e}")))?;
         if !(200..300).contains(&status) {
             // 400/401 from a token endpoint (invalid_grant, invalid_client) mean the grant is
             // revoked or wrong: only reconnecting helps.
@@ -296,7 +315,7 @@ impl Authenticator {
                 status: Some(status),
                 message: format!(
                     "oauth2 token request answered {status}: {}",
-                    excerpt(&body, 200)
+                    excerpt(&body, super::error::EXCERPT_CHARS)
                 ),
                 retry_after_ms: None,
             });

@@ -7,10 +7,11 @@
 use super::auth::Authenticator;
 use super::circuit::{Circuit, Ticket};
 use super::definition::{ProviderDef, ResourceDef, WriteDef};
-use super::error::{classify, excerpt, ProviderError};
+use super::error::{classify, excerpt, ProviderError, EXCERPT_CHARS};
 use super::limiter::LimiterHandle;
 use super::paginate::{self, Page, Target};
 use crate::app::App;
+use crate::egress::{read_limited, refused_in, ReadError, Refused};
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use reqwest::{Method, Url};
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use syncguard_core::breaker::Outcome;
 use syncguard_core::class::ErrorClass;
+use syncguard_core::egress::path_segment;
 use syncguard_core::limiter::{parse_hints, Hints};
 use syncguard_core::Millis;
 
@@ -65,6 +67,18 @@ enum Verdict {
     RefreshToken,
     /// A 429 whose wait fits the budget: queue behind the limiter and try again.
     WaitTurn,
+}
+
+/// Why a request brought no usable answer.
+enum Sent {
+    /// The egress policy refused the URL or every address of its host.
+    Refused(Refused),
+    /// The answer's body is over the definition's `max_response_bytes`.
+    TooLarge {
+        status: u16,
+        limit: u64,
+    },
+    Http(reqwest::Error),
 }
 
 struct Answer {
@@ -144,7 +158,7 @@ impl ProviderClient {
                 self.def.name
             ))
         })?;
-        let url = self.url(&fill(template, id), &[])?;
+        let url = self.url(&fill(template, id)?, &[])?;
         let answer = self
             .call(Call {
                 method: Method::GET,
@@ -194,7 +208,7 @@ impl ProviderClient {
         } else {
             &[]
         };
-        let url = self.url(&fill(&w.path, id), &[])?;
+        let url = self.url(&fill(&w.path, id)?, &[])?;
         let answer = self
             .call(Call {
                 method,
@@ -294,7 +308,36 @@ impl ProviderClient {
             .duration
             .with_label_values(&[provider])
             .observe(started.elapsed().as_secs_f64());
+        let (method, path) = (&call.method, call.url.path());
         match sent {
+            Err(Sent::Refused(refused)) => {
+                // Nothing left syncguard: no outcome for the breaker, and no retry will help
+                // until the connection's base URL or the allowlist changes.
+                metrics
+                    .requests
+                    .with_label_values(&[provider, "refused"])
+                    .inc();
+                self.circuit.record(app, ticket, Outcome::Ignored).await;
+                Err(ProviderError::permanent(format!(
+                    "{method} {path}: {refused}"
+                )))
+            }
+            Err(Sent::TooLarge { status, limit }) => {
+                metrics
+                    .requests
+                    .with_label_values(&[provider, "too_large"])
+                    .inc();
+                // The provider is up and answering; its answer is merely unusable.
+                let health = Outcome::from_status(status);
+                self.circuit.record(app, ticket, health).await;
+                Err(ProviderError {
+                    status: Some(status),
+                    ..ProviderError::permanent(format!(
+                        "{method} {path} answered {status} with more than {limit} bytes \
+                         (the provider's `max_response_bytes`): not read"
+                    ))
+                })
+            }
             Ok(answer) => {
                 let outcome = status_outcome(answer.status);
                 metrics
@@ -306,14 +349,13 @@ impl ProviderClient {
                 self.circuit.record(app, ticket, health).await;
                 Ok(answer)
             }
-            Err(e) => {
+            Err(Sent::Http(e)) => {
                 let outcome = if e.is_timeout() { "timeout" } else { "network" };
                 metrics
                     .requests
                     .with_label_values(&[provider, outcome])
                     .inc();
                 self.circuit.record(app, ticket, Outcome::Failure).await;
-                let (method, path) = (&call.method, call.url.path());
                 Err(ProviderError::transient(format!(
                     "{method} {path}: {}",
                     describe_reqwest(&e)
@@ -360,7 +402,7 @@ impl ProviderClient {
         };
         let message = format!(
             "{method} {path} answered {status}{reason}{after_refresh}: {}",
-            excerpt(&answer.body, 300)
+            excerpt(&answer.body, EXCERPT_CHARS)
         );
         if class == ErrorClass::RateLimited {
             let hint = self.retry_hint(answer);
@@ -380,11 +422,15 @@ impl ProviderClient {
         })
     }
 
+    /// Sends one request: the URL passes the egress policy (literal addresses; names are
+    /// checked as they resolve), and the answer is read up to the definition's size limit.
     async fn send(
         &self,
         call: &Call<'_>,
         auth: Vec<(HeaderName, HeaderValue)>,
-    ) -> Result<Answer, reqwest::Error> {
+    ) -> Result<Answer, Sent> {
+        let egress = self.app.providers.egress();
+        egress.check_url(&call.url).map_err(Sent::Refused)?;
         let mut req = self
             .app
             .providers
@@ -397,10 +443,17 @@ impl ProviderClient {
         if let Some(body) = &call.body {
             req = req.body(body.clone());
         }
-        let resp = req.send().await?;
+        let resp = req.send().await.map_err(|e| match refused_in(&e) {
+            Some(refused) => Sent::Refused(refused),
+            None => Sent::Http(e),
+        })?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let body = resp.bytes().await?;
+        let limit = self.def.response_limit();
+        let body = read_limited(resp, limit).await.map_err(|e| match e {
+            ReadError::TooLarge { limit } => Sent::TooLarge { status, limit },
+            ReadError::Http(e) => Sent::Http(e),
+        })?;
         Ok(Answer {
             status,
             headers,
@@ -426,18 +479,14 @@ impl ProviderClient {
     }
 }
 
-/// A path template with `{id}` replaced by the percent-encoded id (one path segment, so an id
-/// containing `/` or `?` cannot change the request's shape).
-fn fill(template: &str, id: &str) -> String {
-    let mut encoded = String::with_capacity(id.len());
-    for b in id.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            encoded.push(b as char);
-        } else {
-            encoded.push_str(&format!("%{b:02X}"));
-        }
-    }
-    template.replace("{id}", &encoded)
+/// A path template with `{id}` replaced by the percent-encoded id: exactly one path segment, so
+/// an id containing `/`, `%2F` or `?` cannot change the request's shape, and `.`, `..` or an
+/// empty id (which would address the parent or the collection) fail as permanent.
+fn fill(template: &str, id: &str) -> Result<String, ProviderError> {
+    let segment = path_segment(id).map_err(|e| {
+        ProviderError::permanent(format!("external id `{}`: {e}", id.escape_debug()))
+    })?;
+    Ok(template.replace("{id}", &segment))
 }
 
 fn json_body(answer: &Answer) -> Result<Value, ProviderError> {
@@ -511,10 +560,13 @@ fn wall_ms() -> Millis {
 mod tests {
     #[test]
     fn ids_are_one_path_segment() {
-        assert_eq!(super::fill("/items/{id}", "SKU-1"), "/items/SKU-1");
-        assert_eq!(
-            super::fill("/items/{id}", "a/b?c d"),
-            "/items/a%2Fb%3Fc%20d"
-        );
+        let fill = |id: &str| super::fill("/items/{id}", id);
+        assert_eq!(fill("SKU-1").unwrap(), "/items/SKU-1");
+        assert_eq!(fill("a/b?c d").unwrap(), "/items/a%2Fb%3Fc%20d");
+        assert_eq!(fill("a%2Fb").unwrap(), "/items/a%252Fb");
+        for bad in ["..", ".", ""] {
+            let e = fill(bad).unwrap_err();
+            assert_eq!(e.class, super::ErrorClass::Permanent, "{bad}: {e}");
+        }
     }
 }

@@ -31,6 +31,10 @@ pub struct ProviderDef {
     /// Whole-request timeout of one call (connect, send, read the body).
     #[serde(default = "default_timeout_s")]
     pub timeout_s: u64,
+    /// Largest answer read from the API, in bytes (default [`DEFAULT_MAX_RESPONSE_BYTES`]).
+    /// A larger answer fails the call as permanent without being read whole: the same request
+    /// would bring the same answer, and memory must not be the provider's to spend.
+    pub max_response_bytes: Option<u64>,
     pub auth: Option<AuthDef>,
     /// Required when `base_url` is set: a call never leaves faster than this.
     pub rate_limit: Option<RateLimitDef>,
@@ -50,6 +54,9 @@ pub struct ProviderDef {
     #[serde(default)]
     pub errors: Vec<ErrorRule>,
 }
+
+/// 8 MiB: far above any page a provider sends, far below what hurts a node.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 8 * 1024 * 1024;
 
 fn default_timeout_s() -> u64 {
     30
@@ -310,6 +317,12 @@ impl ProviderDef {
     /// Whether syncguard calls this provider's API (rather than only receiving its webhooks).
     pub fn has_api(&self) -> bool {
         self.base_url.is_some()
+    }
+
+    /// The most bytes of one answer this provider's calls read.
+    pub fn response_limit(&self) -> u64 {
+        self.max_response_bytes
+            .unwrap_or(DEFAULT_MAX_RESPONSE_BYTES)
     }
 
     pub fn resource(&self, name: &str) -> Option<&ResourceDef> {

@@ -89,10 +89,21 @@ pub fn classify(
     (class, None)
 }
 
-/// At most `max` characters of a response body, redacted, for an error message.
+/// How much of a provider's error answer goes into an error message. Messages reach job
+/// records and API problem details, so a body must never come back whole: a short excerpt says
+/// what went wrong without relaying a provider's (or anything else's) page.
+pub const EXCERPT_CHARS: usize = 160;
+
+/// At most `max` characters of a response body, on one line (runs of whitespace and control
+/// characters become one space), redacted, for an error message.
 pub fn excerpt(body: &[u8], max: usize) -> String {
     let text = String::from_utf8_lossy(body);
-    let text = text.trim();
+    let text: String = text
+        .split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let text = text.as_str();
     let cut: String = text.chars().take(max).collect();
     let cut = if cut.len() < text.len() {
         format!("{cut}…")
@@ -147,5 +158,11 @@ mod tests {
         );
         assert!(!e.contains("abcdefghijklmnopqrstuvwxyz0123456789"), "{e}");
         assert_eq!(excerpt(b"0123456789", 4), "0123…");
+        assert_eq!(
+            excerpt(b"<html>\n  <body>\r\n\tsecret\x00page", 100),
+            "<html> <body> secret page"
+        );
+        let big = "x".repeat(100_000);
+        assert!(excerpt(big.as_bytes(), EXCERPT_CHARS).chars().count() <= EXCERPT_CHARS + 1);
     }
 }

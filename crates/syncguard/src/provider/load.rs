@@ -141,6 +141,15 @@ fn validate(def: &ProviderDef) -> Result<(), Invalid> {
     if def.timeout_s == 0 || def.timeout_s > 600 {
         return bad("timeout_s", "must be between 1 and 600");
     }
+    if def
+        .max_response_bytes
+        .is_some_and(|n| !(1024..=1 << 30).contains(&n))
+    {
+        return bad(
+            "max_response_bytes",
+            "must be between 1024 and 1073741824 (1 GiB)",
+        );
+    }
     def.circuit
         .validate()
         .or_else(|e| bad(format!("circuit.{}", e.field), e.reason))?;

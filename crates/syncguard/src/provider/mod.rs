@@ -28,6 +28,7 @@
 //! | 5xx, 408, network error, timeout, a 2xx that is not JSON | `transient` | — |
 //! | 429 not cured within the wait budget, or the limiter's wait exceeds it | `rate_limited` | the provider's or limiter's hint |
 //! | other 4xx (401 after one OAuth2 refresh), a redirect to another origin, unknown resource or operation, bad credentials | `permanent` | — |
+//! | refused by the egress policy, an answer over `max_response_bytes`, an external id that is not one path segment (`.`, `..`, empty) | `permanent` | — |
 //! | the breaker is open | `circuit_open` | until the breaker lets a probe through |
 //!
 //! `[[errors]]` rules of the definition override the status classes (Trackstar's 501 for a
@@ -71,11 +72,12 @@ pub mod paginate;
 pub mod time;
 
 pub use client::{ProviderClient, WriteOutcome};
-pub use error::ProviderError;
+pub use error::{excerpt, ProviderError};
 pub use paginate::Page;
 
 use crate::app::App;
 use crate::config::Config;
+use crate::egress::Egress;
 use crate::engine::handler::Handlers;
 use definition::{EventRule, ProviderDef, RateLimitDef, WebhookDef};
 use load::Loaded;
@@ -99,8 +101,11 @@ pub struct ProviderState {
     calls: CallMetrics,
     /// Outbound HTTP to providers. Not the shared `app.http`: redirects are followed only within
     /// one origin, because credential headers such as `x-trackstar-access-token` (unlike
-    /// `Authorization`) would otherwise travel to wherever a redirect points.
+    /// `Authorization`) would otherwise travel to wherever a redirect points. Its names resolve
+    /// through `egress`.
     http: reqwest::Client,
+    /// The egress policy every provider call passes (SPEC §3.3).
+    egress: Egress,
 }
 
 /// Provider calls by outcome, and their latency (labels: provider and outcome only).
@@ -114,6 +119,7 @@ impl ProviderState {
     /// used is an error naming its file, key and reason, and the node does not start.
     pub fn new(config: &Config, registry: &Registry) -> anyhow::Result<ProviderState> {
         let defs = load::load_all(&config.provider_files)?;
+        let egress = Egress::new(config.egress_policy().map_err(anyhow::Error::msg)?);
         let requests = IntCounterVec::new(
             Opts::new(
                 "syncguard_provider_requests_total",
@@ -139,7 +145,8 @@ impl ProviderState {
             tokens: auth::TokenCache::default(),
             circuits: circuit::Circuits::new(registry)?,
             calls: CallMetrics { requests, duration },
-            http: provider_http()?,
+            http: provider_http(&egress)?,
+            egress,
         })
     }
 
@@ -174,13 +181,12 @@ impl ProviderState {
             .get(provider)
             .ok_or_else(|| format!("field `provider`: unknown provider `{provider}`"))?;
         if let Some(url) = config.get("base_url") {
-            let ok = url
+            let url = url
                 .as_str()
-                .and_then(|u| reqwest::Url::parse(u).ok())
-                .is_some_and(|u| matches!(u.scheme(), "http" | "https"));
-            if !ok {
-                return Err("field `config.base_url`: expected an http(s) URL".into());
-            }
+                .ok_or("field `config.base_url`: expected an http(s) URL")?;
+            self.egress
+                .check_base_url(url)
+                .map_err(|e| format!("field `config.base_url`: {e}"))?;
         }
         if let Some(resources) = config.get("resources") {
             let names = resources
@@ -223,6 +229,10 @@ impl ProviderState {
                 ))
             })?,
         };
+        // Checked again at call time: the policy may have changed since the connection was made.
+        self.egress.check_base_url(base).map_err(|e| {
+            ProviderError::permanent(format!("connection {}: base URL {e}", connection.id))
+        })?;
         let base_url = base.trim_end_matches('/').to_string();
         let creds = credentials::open(app, &connection.id).await?;
         let fingerprint = creds.fingerprint(&def.name);
@@ -358,26 +368,37 @@ impl ProviderState {
         &self.http
     }
 
+    /// The egress policy of provider calls, for other outbound HTTP made on a provider's behalf
+    /// (link flows).
+    pub fn egress(&self) -> &Egress {
+        &self.egress
+    }
+
     pub(crate) fn call_metrics(&self) -> &CallMetrics {
         &self.calls
     }
 }
 
-/// The provider HTTP client: rustls, a connect timeout, same-origin redirects only (a refused
-/// redirect comes back as the 3xx answer, which the client reports as permanent).
-fn provider_http() -> anyhow::Result<reqwest::Client> {
-    let policy = reqwest::redirect::Policy::custom(|attempt| {
+/// The provider HTTP client: rustls, a connect timeout, names resolved through the egress
+/// policy, same-origin redirects only (a refused redirect comes back as the 3xx answer, which
+/// the client reports as permanent), and every hop's URL checked by the policy as well.
+fn provider_http(egress: &Egress) -> anyhow::Result<reqwest::Client> {
+    let hops = egress.clone();
+    let policy = reqwest::redirect::Policy::custom(move |attempt| {
         let same_origin =
             attempt.previous().first().map(|first| first.origin()) == Some(attempt.url().origin());
         if attempt.previous().len() > 5 {
             attempt.error("too many redirects")
+        } else if let Err(refused) = hops.check_url(attempt.url()) {
+            attempt.error(refused)
         } else if same_origin {
             attempt.follow()
         } else {
             attempt.stop()
         }
     });
-    Ok(reqwest::Client::builder()
+    Ok(egress
+        .client_builder()
         .redirect(policy)
         .connect_timeout(Duration::from_secs(10))
         .user_agent(concat!("syncguard/", env!("CARGO_PKG_VERSION")))

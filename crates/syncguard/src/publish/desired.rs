@@ -97,12 +97,16 @@ pub(super) async fn audit(
     Ok(())
 }
 
+/// An id published to the provider becomes one segment of its URL: `.` and `..` cannot be one
+/// (they would address another path), so they are refused here rather than failing the job.
 fn check_external_id(id: &str) -> ApiResult<()> {
     if id.is_empty() || id.len() > 255 {
         return Err(ApiError::unprocessable(
             "path parameter `external_id`: 1 to 255 bytes",
         ));
     }
+    syncguard_core::egress::path_segment(id)
+        .map_err(|e| ApiError::unprocessable(format!("path parameter `external_id`: {e}")))?;
     Ok(())
 }
 

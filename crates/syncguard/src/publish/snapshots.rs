@@ -237,6 +237,9 @@ pub async fn take_snapshot(
 ) -> ApiResult<(StatusCode, Json<SnapshotView>)> {
     let connection = visible_connection(&app, &caller, &body.connection_id).await?;
     caller.require(Role::Operator)?;
+    // The id may be read from the provider, as one segment of its URL.
+    syncguard_core::egress::path_segment(&body.external_id)
+        .map_err(|e| ApiError::unprocessable(format!("field `external_id`: {e}")))?;
     let desired = app
         .store
         .get_desired(

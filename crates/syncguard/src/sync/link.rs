@@ -88,19 +88,28 @@ async fn call(
                 flow.key_field, def.name
             ))
         })?;
-    let url = format!("{}{path}", base_url(def, config)?);
+    let base = base_url(def, config)?;
+    let url = app
+        .providers
+        .egress()
+        .check_base_url(&base)
+        .and_then(|_| reqwest::Url::parse(&format!("{base}{path}")).map_err(|e| e.to_string()))
+        .map_err(|e| ApiError::unprocessable(format!("field `config.base_url`: {e}")))?;
     let bad_gateway =
         |detail: String| ApiError::new(StatusCode::BAD_GATEWAY, "bad_gateway", detail);
     let resp = app
         .providers
         .http()
-        .post(&url)
+        .post(url)
         .header(flow.key_header, key)
         .timeout(Duration::from_secs(def.timeout_s))
         .json(&body)
         .send()
         .await
         .map_err(|e| {
+            if let Some(refused) = crate::egress::refused_in(&e) {
+                return ApiError::unprocessable(format!("field `config.base_url`: {refused}"));
+            }
             let what = if e.is_timeout() {
                 "timed out"
             } else if e.is_connect() {
@@ -114,13 +123,23 @@ async fn call(
             ))
         })?;
     let status = resp.status();
-    let answer: Value = resp.json().await.unwrap_or(Value::Null);
+    let body = crate::egress::read_limited(resp, def.response_limit())
+        .await
+        .map_err(|e| {
+            bad_gateway(format!(
+                "the link flow of `{}` answered unreadably: {e}",
+                def.name
+            ))
+        })?;
+    let answer: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     if status.is_client_error() {
+        // The provider's words, short and on one line: never its whole answer.
         let why = answer
             .get("message")
             .or(answer.get("error"))
             .and_then(Value::as_str)
-            .unwrap_or("refused");
+            .map(|w| crate::provider::excerpt(w.as_bytes(), 120))
+            .unwrap_or_else(|| "refused".into());
         return Err(ApiError::unprocessable(format!(
             "the link flow of `{}` refused: {why} ({status})",
             def.name

@@ -5,9 +5,11 @@
 //! - `circuits`: the breaker opening, probing and closing; 4xx; forcing.
 //! - `auth`: OAuth2 refresh, writes, sealed credentials and key rotation.
 //! - `pagination`: every style, every item exactly once.
+//! - `egress`: the egress policy (base URLs, production allowlist, path segments, size limit).
 
 mod auth;
 mod circuits;
+mod egress;
 mod limits;
 mod pagination;
 
