@@ -199,23 +199,24 @@ pub async fn run(
     crate::health::spawn(&app, cancel.clone());
     let router = crate::api::router(app.clone());
     let stop = cancel.clone();
-    let server = axum::serve(
+    crate::server::serve(
         listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        router,
+        crate::server::Limits::from_config(&app.config.api),
+        async move {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = stop.cancelled() => {}
+            }
+        },
     )
-    .with_graceful_shutdown(async move {
-        tokio::select! {
-            _ = shutdown => {}
-            _ = stop.cancelled() => {}
-        }
-    });
-    let served = server.await;
+    .await;
     cancel.cancel();
     if let Some(engine) = engine {
         engine.join().await;
     }
     app.store.close().await;
-    served.context("http server failed")
+    Ok(())
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

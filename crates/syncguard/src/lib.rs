@@ -6,6 +6,7 @@
 //! - [`engine`]: workers, completer, heartbeat, lease rescue, periodic schedules, handlers.
 //! - [`api`]: the HTTP API (`/v1`), its conventions (problem+json, request ids, idempotency
 //!   keys, body limits, pagination), probes, metrics and the OpenAPI document.
+//! - [`server`]: the HTTP server loop and its limits (connections, header and body timeouts).
 //! - [`secrets`]: the master key that seals credentials at rest.
 //! - [`webhook`]: the inbound webhook gateway.
 //! - [`provider`]: provider definitions, the outbound HTTP client, rate limiter and breaker.
@@ -29,6 +30,7 @@ pub mod metrics;
 pub mod provider;
 pub mod publish;
 pub mod secrets;
+pub mod server;
 pub mod sync;
 pub mod webhook;
 
