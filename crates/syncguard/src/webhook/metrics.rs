@@ -1,9 +1,7 @@
 //! The gateway's metrics (SPEC §3.7, §3.9). Labels stay low-cardinality: provider and outcome,
 //! never a connection or tenant (per-connection detail is `last_webhook_at` and `/v1/health`).
 
-use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 
 /// What became of one delivery, as counted in `syncguard_webhooks_received_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

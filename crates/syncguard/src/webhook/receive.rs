@@ -164,7 +164,11 @@ pub async fn receive(
         }
         Err(SubmitError::Full) => {
             wh.metrics.count(provider, Outcome::Overloaded);
-            tracing::warn!(connection_id, provider, "webhook ingest queue full; not acknowledged");
+            tracing::warn!(
+                connection_id,
+                provider,
+                "webhook ingest queue full; not acknowledged"
+            );
             ApiError::unavailable(
                 "too many webhooks are waiting to be stored; not acknowledged, retry shortly",
             )

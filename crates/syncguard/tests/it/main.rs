@@ -9,5 +9,6 @@ mod health;
 mod process;
 mod provider;
 mod publish;
+mod server;
 mod sync;
 mod webhook;
