@@ -320,8 +320,10 @@ fn due(last: &StdMutex<Instant>) -> bool {
 mod tests {
     use super::*;
 
+    type Writer = Arc<GroupCommit<Vec<u8>, ()>>;
+
     /// A group commit of byte strings whose commits wait for `gate` permits, one per batch.
-    fn gated(budget: usize) -> (Arc<GroupCommit<Vec<u8>, ()>>, Arc<Semaphore>, IntGauge) {
+    fn gated(budget: usize) -> (Writer, Arc<Semaphore>, IntGauge) {
         let gate = Arc::new(Semaphore::new(0));
         let g = gate.clone();
         let commit: Arc<CommitFn<Vec<u8>, ()>> = Arc::new(move |batch| {
