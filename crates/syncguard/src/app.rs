@@ -272,28 +272,28 @@ pub async fn run(
     let stop = cancel.clone();
     let stopping = CancellationToken::new();
     let begun = stopping.clone();
-    let server = axum::serve(
+    let server = crate::server::serve(
         listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        tokio::select! {
-            _ = shutdown => {}
-            _ = stop.cancelled() => {}
-        }
-        begun.cancel();
-    });
+        router,
+        crate::server::Limits::from_config(&app.config.api),
+        async move {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = stop.cancelled() => {}
+            }
+            begun.cancel();
+        },
+    );
     let deadline = drain_deadline(&app.config);
     // Requests still running when shutdown begins get the drain deadline to finish; a client
     // that keeps its request open longer does not hold the process.
-    let served = tokio::select! {
-        r = server => r.context("http server failed"),
+    tokio::select! {
+        _ = server => {}
         _ = async {
             stopping.cancelled().await;
             tokio::time::sleep(deadline).await;
         } => {
             tracing::warn!("requests still open at the drain deadline were dropped");
-            Ok(())
         }
     };
     let stuck = workers.shutdown(deadline).await;
@@ -301,7 +301,7 @@ pub async fn run(
         tracing::error!(loops = ?stuck, "background loops aborted at shutdown");
     }
     app.store.close().await;
-    served
+    Ok(())
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -148,6 +148,15 @@ pub struct ApiConfig {
     /// How long a verified API key is trusted for reads without asking the store again; the
     /// bound on how long a key revoked through another node keeps reading.
     pub key_cache_ttl_ms: u64,
+    /// Connections served at once; beyond, new ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// Time a client has to send a request head (also the keep-alive idle timeout).
+    pub header_read_timeout_ms: u64,
+    /// Time a client has to send a request body after its head (408 beyond).
+    pub body_read_timeout_ms: u64,
+    /// Webhook body bytes waiting to be stored at once; beyond, deliveries are answered 503
+    /// with `Retry-After` at once rather than queued.
+    pub webhook_queue_bytes: usize,
 }
 
 impl Default for ApiConfig {
@@ -156,6 +165,10 @@ impl Default for ApiConfig {
             body_limit_bytes: 256 * 1024,
             webhook_body_limit_bytes: 1024 * 1024,
             key_cache_ttl_ms: 30_000,
+            max_connections: 1024,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
+            webhook_queue_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -345,6 +358,21 @@ impl Config {
         }
         self.egress_policy()
             .map_err(|e| ConfigError(format!("`egress.allow`: {e}")))?;
+        if self.api.max_connections == 0 {
+            return bad("api.max_connections", "must be at least 1");
+        }
+        if self.api.header_read_timeout_ms == 0 {
+            return bad("api.header_read_timeout_ms", "must be positive");
+        }
+        if self.api.body_read_timeout_ms == 0 {
+            return bad("api.body_read_timeout_ms", "must be positive");
+        }
+        if self.api.webhook_queue_bytes < self.api.webhook_body_limit_bytes {
+            return bad(
+                "api.webhook_queue_bytes",
+                "must be at least api.webhook_body_limit_bytes",
+            );
+        }
         Ok(())
     }
 

@@ -8,6 +8,7 @@
 //!   keys, body limits, pagination), probes, metrics and the OpenAPI document.
 //! - [`egress`]: the egress policy on real connections (checking resolver, URL checks, size-
 //!   limited reads) for every outbound call a tenant can aim.
+//! - [`server`]: the HTTP server loop and its limits (connections, header and body timeouts).
 //! - [`secrets`]: the master key that seals credentials at rest.
 //! - [`webhook`]: the inbound webhook gateway.
 //! - [`provider`]: provider definitions, the outbound HTTP client, rate limiter and breaker.
@@ -35,6 +36,7 @@ pub mod provider;
 pub mod publish;
 pub mod secrets;
 pub mod store_probe;
+pub mod server;
 pub mod sync;
 pub mod webhook;
 pub mod workers;

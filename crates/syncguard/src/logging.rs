@@ -1,6 +1,10 @@
 //! Logs: JSON lines by default (`--log-format pretty` for people), and every line passes
-//! through [`syncguard_core::redact::redact`] on its way out, so no email, phone number, token
-//! or secret reaches a log whatever a call site writes.
+//! through [`syncguard_core::redact::redact_line`] on its way out, so no email, phone number,
+//! token or secret reaches a log whatever a call site writes.
+//!
+//! Panics go the same way: [`init`] replaces the default panic hook (which prints the message
+//! to stderr as is — a panic on a provider body would print the body) with [`log_panic`], one
+//! redacted log line with the message, location and, when `RUST_BACKTRACE` asks, the backtrace.
 
 use crate::config::LogFormat;
 use std::io::{self, Write};
@@ -36,7 +40,7 @@ impl<W: Write> Write for RedactingWriter<W> {
             return self.inner.flush();
         }
         let text = String::from_utf8_lossy(&self.buf);
-        let clean = syncguard_core::redact::redact(&text);
+        let clean = syncguard_core::redact::redact_line(&text);
         self.inner.write_all(clean.as_bytes())?;
         self.buf.clear();
         self.inner.flush()
@@ -76,6 +80,61 @@ pub fn init(format: LogFormat) {
             .try_init(),
         LogFormat::Pretty => builder.try_init(),
     };
+    install_panic_hook();
+}
+
+/// Sends panics to [`log_panic`] instead of stderr.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = panic_message(info.payload());
+        let location = info.location().map(|l| l.to_string());
+        log_panic(&message, location.as_deref());
+    }));
+}
+
+/// The text of a panic payload (`panic!` with a literal or with format arguments).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+/// Logs a panic as one error line, through the redacting writer like every other line. Without
+/// a subscriber (a panic before logging is set up) it goes to stderr, redacted all the same.
+pub fn log_panic(message: &str, location: Option<&str>) {
+    let thread = std::thread::current();
+    let thread = thread.name().unwrap_or("unnamed");
+    let backtrace = std::backtrace::Backtrace::capture();
+    let backtrace = match backtrace.status() {
+        std::backtrace::BacktraceStatus::Captured => Some(backtrace.to_string()),
+        _ => None,
+    };
+    if !no_subscriber() {
+        tracing::error!(
+            panic.thread = thread,
+            panic.location = location,
+            panic.backtrace = backtrace,
+            "panic: {message}"
+        );
+    } else {
+        let line = format!(
+            "panic in thread {thread} at {}: {message}",
+            location.unwrap_or("unknown location")
+        );
+        eprintln!("{}", syncguard_core::redact::redact(&line));
+        if let Some(bt) = backtrace {
+            eprintln!("{}", syncguard_core::redact::redact(&bt));
+        }
+    }
+}
+
+/// Whether no subscriber is in effect on this thread (neither global nor scoped).
+fn no_subscriber() -> bool {
+    tracing::dispatcher::get_default(|d| d.is::<tracing::subscriber::NoSubscriber>())
 }
 
 /// A writer that keeps everything in memory, for tests that read the log.
@@ -146,5 +205,36 @@ mod tests {
             log.contains("customer signed up") && log.contains("\"sku\\\":\\\"A1\\\""),
             "{log}"
         );
+    }
+
+    #[test]
+    fn a_panic_is_one_redacted_json_line() {
+        let capture = Capture::default();
+        let subscriber = fmt()
+            .json()
+            .with_writer(RedactingMakeWriter::new(capture.clone()))
+            .finish();
+        // The hook is process-wide: other tests panicking meanwhile have no subscriber on
+        // their thread, so theirs still reach stderr (redacted), and the default comes back.
+        let previous = std::panic::take_hook();
+        install_panic_hook();
+        let caught = tracing::subscriber::with_default(subscriber, || {
+            std::panic::catch_unwind(|| {
+                panic!("refund for jane.doe@example.com failed with Bearer eyJhbGciOi.e30.sig")
+            })
+        });
+        std::panic::set_hook(previous);
+        assert!(caught.is_err());
+        let log = capture.text();
+        assert_eq!(log.lines().count(), 1, "{log}");
+        let line: serde_json::Value = serde_json::from_str(log.trim()).expect(&log);
+        assert_eq!(line["level"], "ERROR", "{log}");
+        let location = line["fields"]["panic.location"].as_str().unwrap_or("");
+        assert!(location.contains("logging.rs"), "{log}");
+        let message = line["fields"]["message"].as_str().unwrap();
+        assert!(message.starts_with("panic: refund for [email]"), "{log}");
+        for leaked in ["jane.doe", "eyJhbGciOi"] {
+            assert!(!log.contains(leaked), "{leaked} leaked into: {log}");
+        }
     }
 }

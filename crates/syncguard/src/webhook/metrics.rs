@@ -1,7 +1,7 @@
 //! The gateway's metrics (SPEC §3.7, §3.9). Labels stay low-cardinality: provider and outcome,
 //! never a connection or tenant (per-connection detail is `last_webhook_at` and `/v1/health`).
 
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 
 /// What became of one delivery, as counted in `syncguard_webhooks_received_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,6 +13,10 @@ pub enum Outcome {
     Stale,
     UnknownConnection,
     TooLarge,
+    /// The body did not arrive within `api.body_read_timeout_ms`; answered 408.
+    Timeout,
+    /// The ingest queue was full (items or `api.webhook_queue_bytes`); answered 503 at once.
+    Overloaded,
     /// The store could not take it; not acknowledged.
     Unavailable,
     /// The body could not be read, or the server failed.
@@ -28,6 +32,8 @@ impl Outcome {
             Outcome::Stale => "stale",
             Outcome::UnknownConnection => "unknown_connection",
             Outcome::TooLarge => "too_large",
+            Outcome::Timeout => "timeout",
+            Outcome::Overloaded => "overloaded",
             Outcome::Unavailable => "unavailable",
             Outcome::Error => "error",
         }
@@ -54,6 +60,8 @@ pub struct WebhookMetrics {
     pub processing_seconds: HistogramVec,
     /// Deliveries stored per group commit: how much the writer batches under load.
     pub batch_events: Histogram,
+    /// Body bytes of deliveries waiting to be stored (bounded by `api.webhook_queue_bytes`).
+    pub queue_bytes: IntGauge,
 }
 
 impl WebhookMetrics {
@@ -87,7 +95,12 @@ impl WebhookMetrics {
             )
             .buckets(BATCH_BUCKETS.to_vec()),
         )?;
+        let queue_bytes = IntGauge::new(
+            "syncguard_webhook_queue_bytes",
+            "Body bytes of webhook deliveries waiting to be stored.",
+        )?;
         registry.register(Box::new(received_total.clone()))?;
+        registry.register(Box::new(queue_bytes.clone()))?;
         registry.register(Box::new(unsigned_total.clone()))?;
         registry.register(Box::new(processing_seconds.clone()))?;
         registry.register(Box::new(batch_events.clone()))?;
@@ -96,6 +109,7 @@ impl WebhookMetrics {
             unsigned_total,
             processing_seconds,
             batch_events,
+            queue_bytes,
         })
     }
 

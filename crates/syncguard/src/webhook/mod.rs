@@ -96,6 +96,7 @@ impl WebhookState {
                 app.clock.clone(),
                 app.job_notify.clone(),
                 self.metrics.clone(),
+                app.config.api.webhook_queue_bytes,
             )
         })
     }

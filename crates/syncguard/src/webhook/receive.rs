@@ -4,6 +4,7 @@
 //! `syncguard_webhooks_received_total` with its outcome, and nothing is stored for it.
 
 use super::gate::{GateError, Signed};
+use super::writer::SubmitError;
 use super::{Outcome, PROCESS_KIND};
 use crate::api::error::ApiError;
 use crate::api::extract::request_id;
@@ -39,8 +40,9 @@ pub struct WebhookAck {
         (status = 200, body = WebhookAck, description = "a duplicate: stored as such, not processed again"),
         (status = 401, body = Problem, description = "bad, missing or stale signature"),
         (status = 404, body = Problem, description = "unknown connection"),
+        (status = 408, body = Problem, description = "the body did not arrive within the body read timeout"),
         (status = 413, body = Problem, description = "body over the limit"),
-        (status = 503, body = Problem, description = "store unavailable: not acknowledged, retry")))]
+        (status = 503, body = Problem, description = "store unavailable or ingest queue full: not acknowledged, retry")))]
 pub async fn receive(
     State(app): State<App>,
     Path(connection_id): Path<String>,
@@ -103,6 +105,10 @@ pub async fn receive(
             wh.metrics.count(provider, Outcome::TooLarge);
             return ApiError::too_large(wh.body_limit).into_response();
         }
+        Err(BodyError::TimedOut) => {
+            wh.metrics.count(provider, Outcome::Timeout);
+            return crate::server::request_timeout();
+        }
         Err(BodyError::Unreadable(why)) => {
             wh.metrics.count(provider, Outcome::Error);
             return ApiError::bad_request(format!("the body could not be read: {why}"))
@@ -140,7 +146,7 @@ pub async fn receive(
         event.delivery_id.clone(),
         event.correlation_id.clone(),
     );
-    match wh.writers(&app).ingest.submit(event).await {
+    match wh.writers(&app).ingest.try_submit(event).await {
         Ok(Ingested::Accepted { .. }) => {
             wh.metrics.count(provider, Outcome::Accepted);
             tracing::debug!(
@@ -174,7 +180,19 @@ pub async fn receive(
             };
             (StatusCode::OK, Json(ack)).into_response()
         }
-        Err(e) => {
+        Err(SubmitError::Full) => {
+            wh.metrics.count(provider, Outcome::Overloaded);
+            tracing::warn!(
+                connection_id,
+                provider,
+                "webhook ingest queue full; not acknowledged"
+            );
+            ApiError::unavailable(
+                "too many webhooks are waiting to be stored; not acknowledged, retry shortly",
+            )
+            .into_response()
+        }
+        Err(SubmitError::Store(e)) => {
             wh.metrics.count(provider, Outcome::Unavailable);
             tracing::warn!(
                 connection_id,
@@ -197,6 +215,8 @@ fn not_acknowledged(e: syncguard_store::StoreError) -> Response {
 
 enum BodyError {
     TooLarge,
+    /// Still arriving at `api.body_read_timeout_ms`.
+    TimedOut,
     Unreadable(String),
 }
 
@@ -206,6 +226,7 @@ async fn read_limited(body: Body, limit: usize) -> Result<Bytes, BodyError> {
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(BodyError::TooLarge),
+        Err(e) if crate::server::is_body_timeout(e.as_ref()) => Err(BodyError::TimedOut),
         Err(e) => Err(BodyError::Unreadable(e.to_string())),
     }
 }

@@ -15,5 +15,6 @@ mod outage;
 mod process;
 mod provider;
 mod publish;
+mod server;
 mod sync;
 mod webhook;
