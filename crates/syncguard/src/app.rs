@@ -125,7 +125,7 @@ impl App {
     pub fn reload(&self, next: Config) -> Vec<&'static str> {
         let current = &self.config;
         let mut restart = Vec::new();
-        let checks: [(&'static str, bool); 7] = [
+        let checks = [
             ("database_url", next.database_url != current.database_url),
             ("listen", next.listen != current.listen),
             ("role", next.role != current.role),

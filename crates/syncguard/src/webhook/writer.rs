@@ -359,8 +359,16 @@ mod tests {
             })
         });
         let gauge = IntGauge::new("queue_bytes", "test").unwrap();
-        let writer = GroupCommit::start(1, |b: &Vec<u8>| b.len(), usize::MAX, commit)
-            .with_byte_budget(budget, gauge.clone());
+        let workers = crate::workers::Workers::new();
+        let writer = GroupCommit::start(
+            &workers,
+            "test committer",
+            1,
+            |b: &Vec<u8>| b.len(),
+            usize::MAX,
+            commit,
+        )
+        .with_byte_budget(budget, gauge.clone());
         (Arc::new(writer), gate, gauge)
     }
 
