@@ -49,7 +49,16 @@ impl Cluster {
         };
         let out = cluster
             .command("initdb")
-            .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync", "-D"])
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "-D",
+            ])
             .arg(&cluster.data)
             .output()
             .context("running initdb")?;

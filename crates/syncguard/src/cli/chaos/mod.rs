@@ -21,16 +21,16 @@ mod cluster;
 mod front;
 mod memory;
 mod procs;
+mod setup;
+mod timeline;
 mod traffic;
 mod verify;
 
-use anyhow::Context;
-use base64::Engine;
-use rand::RngCore;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use timeline::Timeline;
 use tokio_util::sync::CancellationToken;
 use traffic::{Api, MockControl, PublishLedger};
 use verify::Findings;
@@ -67,48 +67,6 @@ pub struct ChaosArgs {
     pub publishes_per_s: f64,
 }
 
-/// When each disturbance happens, in seconds from the start of the traffic.
-struct Timeline {
-    kill_at: u64,
-    down_for: u64,
-    store_at: u64,
-    store_for: u64,
-    provider_at: u64,
-    provider_for: u64,
-    /// Traffic stops here.
-    end: u64,
-    /// RSS flatness is judged from here (soak only).
-    warm: Option<u64>,
-}
-
-impl Timeline {
-    fn of(args: &ChaosArgs) -> Timeline {
-        if args.short {
-            Timeline {
-                kill_at: 10,
-                down_for: 5,
-                store_at: 30,
-                store_for: 10,
-                provider_at: 55,
-                provider_for: 8,
-                end: 75,
-                warm: None,
-            }
-        } else {
-            Timeline {
-                kill_at: 20,
-                down_for: 10,
-                store_at: 45,
-                store_for: 30,
-                provider_at: 100,
-                provider_for: 20,
-                end: if args.soak { 600 } else { 150 },
-                warm: args.soak.then_some(240),
-            }
-        }
-    }
-}
-
 const NODES: usize = 3;
 const SKUS: usize = 40;
 
@@ -119,18 +77,30 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
             (None, d.clone())
         }
         None => {
-            let t = tempfile::Builder::new().prefix("syncguard-chaos.").tempdir()?;
+            let t = tempfile::Builder::new()
+                .prefix("syncguard-chaos.")
+                .tempdir()?;
             let p = t.path().to_path_buf();
             (Some(t), p)
         }
     };
     let started = Instant::now();
     let say = move |msg: &str| println!("[{:>5.1} s] {msg}", started.elapsed().as_secs_f64());
-    let mode = if args.short { "short" } else if args.soak { "soak" } else { "full" };
+    let mode = if args.short {
+        "short"
+    } else if args.soak {
+        "soak"
+    } else {
+        "full"
+    };
     say(&format!("chaos run ({mode}); files in {}", dir.display()));
 
     let pg_port = procs::free_port()?;
-    let cluster = Arc::new(cluster::Cluster::init(args.pg_bin.as_deref(), &dir, pg_port)?);
+    let cluster = Arc::new(cluster::Cluster::init(
+        args.pg_bin.as_deref(),
+        &dir,
+        pg_port,
+    )?);
     let _cluster_guard = ClusterGuard(cluster.clone());
     cluster.start()?;
     say(&format!("private PostgreSQL on 127.0.0.1:{pg_port}"));
@@ -175,13 +145,13 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     say(&format!("{NODES} nodes ready: {}", urls.join(" ")));
 
     let api = Api::new(urls.clone(), procs::PLATFORM_KEY)?;
-    let setup = setup(&api, &mc, &args).await?;
+    let setup = setup::setup(&api, &mc, &args).await?;
     say(&format!(
         "tenant {}, trackstar connection {}, ebay connection {}; backfill done",
         setup.tenant, setup.wms, setup.ebay
     ));
     if args.connections > 0 {
-        many_connections(&api, &mc, &setup.tenant, args.connections, &say).await?;
+        setup::many_connections(&api, &mc, &setup.tenant, args.connections, &say).await?;
     }
 
     // Traffic.
@@ -197,7 +167,8 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     )
     .await?;
     if !args.calm {
-        mc.post("/_mock/faults", background_faults()).await?;
+        mc.post("/_mock/faults", timeline::background_faults())
+            .await?;
     }
     mc.post("/_mock/mutate", json!({"rate_per_s": args.webhooks_per_s}))
         .await?;
@@ -227,7 +198,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         )),
     ];
     say(&format!(
-        "traffic: {} webhooks/s (5 % sent twice, reordered), {} desired PUTs/s over {SKUS} SKUs, a sync every 20 s",
+        "traffic: {} webhooks/s (5 % sent twice, reordered), {} desired PUTs/s over {SKUS} SKUs, a sync asked every 20 s",
         args.webhooks_per_s, args.publishes_per_s
     ));
 
@@ -235,9 +206,9 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     let windows = if args.calm {
         Vec::new()
     } else {
-        disturb(&tl, traffic_started, &mut nodes, &pids, &cluster, &mc, &say).await?
+        timeline::disturb(&tl, traffic_started, &mut nodes, &pids, &cluster, &mc, &say).await?
     };
-    sleep_until(traffic_started, tl.end).await;
+    timeline::sleep_until(traffic_started, tl.end).await;
     stop.cancel();
     for t in tasks {
         let _ = t.await;
@@ -252,8 +223,14 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     say("traffic stopped; settling");
 
     let mut f = Findings::default();
-    verify::settle_webhooks(&mc, &front.ledger, mutations_before, Duration::from_secs(150), &mut f)
-        .await?;
+    verify::settle_webhooks(
+        &mc,
+        &front.ledger,
+        mutations_before,
+        Duration::from_secs(150),
+        &mut f,
+    )
+    .await?;
     verify::settle_jobs(&api, Duration::from_secs(120), &mut f).await?;
     verify::final_sync(&api, &setup.wms, &mut f).await?;
     verify::settle_jobs(&api, Duration::from_secs(60), &mut f).await?;
@@ -268,6 +245,31 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
             stats.duplicate_writes, stats.writes_applied
         ));
     }
+    let server_errors = {
+        let from_webhooks = front
+            .ledger
+            .lock()
+            .expect("ledger lock")
+            .samples
+            .iter()
+            .filter(|s| s.status >= 500 && s.status != 503)
+            .count() as u64;
+        let from_puts: u64 = publish_ledger
+            .lock()
+            .expect("publish ledger")
+            .refused
+            .iter()
+            .filter(|(s, _)| **s >= 500 && **s != 503)
+            .map(|(_, n)| n)
+            .sum();
+        (from_webhooks, from_puts)
+    };
+    if server_errors != (0, 0) {
+        f.violation(format!(
+            "the API answered 5xx other than 503 to {} webhook(s) and {} desired PUT(s); a store outage must be a 503 with Retry-After (SPEC §3.9); see the nodes' `store error` lines",
+            server_errors.0, server_errors.1
+        ));
+    }
     if stats.webhooks_failed > 0 {
         f.note(format!(
             "the provider gave up on {} webhook(s) after its last retry (never acknowledged)",
@@ -276,7 +278,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     }
     front.stop();
 
-    let latency = latency_report(&front.ledger, &windows);
+    let latency = timeline::latency_report(&front.ledger, &windows);
     let rss_samples = rss.lock().expect("rss lock").clone();
     let flat = tl
         .warm
@@ -337,7 +339,10 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     if f.violations.is_empty() {
         say("CHAOS PASSED");
     } else {
-        say(&format!("CHAOS FAILED: {} violation(s)", f.violations.len()));
+        say(&format!(
+            "CHAOS FAILED: {} violation(s)",
+            f.violations.len()
+        ));
         for v in &f.violations {
             println!("  - {v}");
         }
@@ -351,7 +356,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     }
 }
 
-fn round1(x: f64) -> f64 {
+pub(crate) fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 
@@ -361,244 +366,5 @@ struct ClusterGuard(Arc<cluster::Cluster>);
 impl Drop for ClusterGuard {
     fn drop(&mut self) {
         self.0.shutdown();
-    }
-}
-
-/// Faults all along: a few provider errors and held-then-504 answers, and some latency.
-fn background_faults() -> Value {
-    json!({"error_rate": 0.03, "error_status": 503, "timeout_rate": 0.01, "timeout_ms": 2000, "latency_ms": 10})
-}
-
-async fn sleep_until(start: Instant, at_s: u64) {
-    let at = start + Duration::from_secs(at_s);
-    tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
-}
-
-/// A disturbance window, in seconds from the traffic's start.
-struct Window {
-    what: &'static str,
-    from: u64,
-    to: u64,
-}
-
-/// Runs the timeline's kill, store stop and provider outage; returns their windows.
-async fn disturb(
-    tl: &Timeline,
-    t0: Instant,
-    nodes: &mut [procs::Node],
-    pids: &memory::Pids,
-    cluster: &Arc<cluster::Cluster>,
-    mc: &MockControl,
-    say: &impl Fn(&str),
-) -> anyhow::Result<Vec<Window>> {
-    let mut windows = Vec::new();
-    let victim = 1;
-    sleep_until(t0, tl.kill_at).await;
-    nodes[victim].kill9();
-    pids.lock().expect("pids lock")[victim] = None;
-    say(&format!("kill -9 {}", nodes[victim].name));
-    sleep_until(t0, tl.kill_at + tl.down_for).await;
-    nodes[victim].spawn()?;
-    nodes[victim].wait_ready(Duration::from_secs(60)).await?;
-    pids.lock().expect("pids lock")[victim] = nodes[victim].pid;
-    let back = t0.elapsed().as_secs();
-    say(&format!("{} restarted and ready", nodes[victim].name));
-    windows.push(Window {
-        what: "node killed",
-        from: tl.kill_at,
-        to: back,
-    });
-
-    sleep_until(t0, tl.store_at).await;
-    let c = cluster.clone();
-    tokio::task::spawn_blocking(move || c.stop())
-        .await?
-        .context("stopping PostgreSQL")?;
-    say(&format!("PostgreSQL stopped for {} s", tl.store_for));
-    sleep_until(t0, tl.store_at + tl.store_for).await;
-    let c = cluster.clone();
-    tokio::task::spawn_blocking(move || c.start())
-        .await?
-        .context("starting PostgreSQL")?;
-    say("PostgreSQL started");
-    windows.push(Window {
-        what: "store stopped",
-        from: tl.store_at,
-        to: t0.elapsed().as_secs(),
-    });
-
-    sleep_until(t0, tl.provider_at).await;
-    mc.post("/_mock/faults", json!({"outage_s": tl.provider_for}))
-        .await?;
-    say(&format!("provider outage for {} s", tl.provider_for));
-    windows.push(Window {
-        what: "provider outage",
-        from: tl.provider_at,
-        to: tl.provider_at + tl.provider_for,
-    });
-    Ok(windows)
-}
-
-/// Ack latency of acknowledged deliveries: overall, outside the disturbances (and 10 s after
-/// each), and within each disturbance.
-fn latency_report(ledger: &Arc<Mutex<front::Ledger>>, windows: &[Window]) -> Value {
-    let l = ledger.lock().expect("ledger lock");
-    let acks: Vec<(u64, u64)> = l
-        .samples
-        .iter()
-        .filter(|s| (200..300).contains(&s.status))
-        .map(|s| (s.at_ms / 1000, s.latency_us))
-        .collect();
-    let stats = |mut v: Vec<u64>| -> Value {
-        v.sort_unstable();
-        let ms = |us: u64| round1(us as f64 / 1000.0);
-        json!({"n": v.len(), "p50": ms(front::percentile(&v, 50.0)), "p99": ms(front::percentile(&v, 99.0)), "max": ms(v.last().copied().unwrap_or(0))})
-    };
-    let inside = |t: u64, w: &Window| t >= w.from && t <= w.to + 10;
-    let all = stats(acks.iter().map(|a| a.1).collect());
-    let calm = stats(
-        acks.iter()
-            .filter(|(t, _)| !windows.iter().any(|w| inside(*t, w)))
-            .map(|a| a.1)
-            .collect(),
-    );
-    let mut out = json!({"all": all, "calm": calm, "refused": l.samples.iter().filter(|s| s.status >= 300).count(), "unanswered": l.unanswered});
-    println!("   ack latency (ms): all {all}; outside disturbances {calm}");
-    for w in windows {
-        let s = stats(
-            acks.iter()
-                .filter(|(t, _)| inside(*t, w))
-                .map(|a| a.1)
-                .collect(),
-        );
-        println!("   ack latency (ms) around {} [{}–{} s]: {s}", w.what, w.from, w.to + 10);
-        out[w.what.replace(' ', "_")] = s;
-    }
-    out
-}
-
-struct Setup {
-    tenant: String,
-    wms: String,
-    ebay: String,
-    secret: String,
-}
-
-fn random_b64(n: usize) -> String {
-    let mut bytes = vec![0u8; n];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-fn wms_connection(
-    tenant: &str,
-    name: &str,
-    mock: &str,
-    secret: &str,
-    token: &str,
-    sync_interval_s: u64,
-) -> Value {
-    json!({
-        "tenant_id": tenant, "provider": "trackstar", "name": name,
-        "credentials": {"api_key": "chaos_account", "access_token": token},
-        "config": {
-            "base_url": mock, "sync_interval_s": sync_interval_s,
-            "webhook": {"secrets": [secret]},
-            // Outages open the breaker; a short open period lets the run see it close again.
-            "circuit": {"open_for_s": 10},
-        },
-    })
-}
-
-async fn setup(api: &Api, mc: &MockControl, args: &ChaosArgs) -> anyhow::Result<Setup> {
-    let tenant = api.post("/v1/tenants", json!({"name": "chaos-3pl"})).await?["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let secret = format!("whsec_{}", random_b64(24));
-    let wms = api
-        .post(
-            "/v1/connections",
-            wms_connection(&tenant, "brand_chaos", mc.url(), &secret, "chaos_token_main", 30),
-        )
-        .await?["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let ebay = api
-        .post(
-            "/v1/connections",
-            json!({
-                "tenant_id": tenant, "provider": "ebay", "name": "ebay_chaos",
-                "credentials": {"client_id": "chaos-app", "client_secret": "chaos-secret", "refresh_token": "v^1.1#chaos"},
-                "config": {"base_url": mc.url(), "circuit": {"open_for_s": 10}},
-            }),
-        )
-        .await?["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let cps = api
-            .get(&format!("/v1/connections/{wms}/checkpoints"))
-            .await?["data"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        if cps.len() == verify::WMS_RESOURCES.len() && cps.iter().all(|c| c["backfill_done"] == true) {
-            break;
-        }
-        if Instant::now() > deadline {
-            anyhow::bail!("the backfill of {} objects did not finish in 120 s: {cps:?}", args.records * 4);
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    Ok(Setup {
-        tenant,
-        wms,
-        ebay,
-        secret,
-    })
-}
-
-/// Creates `n` more Trackstar connections (each its own access token, so its own rate-limit
-/// bucket at the provider) and waits for their backfills.
-async fn many_connections(
-    api: &Api,
-    mc: &MockControl,
-    tenant: &str,
-    n: usize,
-    say: &impl Fn(&str),
-) -> anyhow::Result<()> {
-    say(&format!("creating {n} more connections"));
-    let secret = format!("whsec_{}", random_b64(24));
-    for i in 0..n {
-        let body = wms_connection(tenant, &format!("brand_{i:05}"), mc.url(), &secret, &format!("chaos_token_{i:05}"), 300);
-        api.post("/v1/connections", body).await?;
-    }
-    say(&format!("{n} connections created; waiting for their backfills"));
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let now = verify::now_ms();
-        let mut due = api.list_all("/v1/jobs?state=running").await?.len();
-        for state in ["available", "retryable"] {
-            due += api
-                .list_all(&format!("/v1/jobs?state={state}"))
-                .await?
-                .iter()
-                .filter(|j| {
-                    j["run_at"]
-                        .as_str()
-                        .and_then(syncguard_mock::parse_rfc3339)
-                        .is_some_and(|t| t <= now)
-                })
-                .count();
-        }
-        if due == 0 || Instant::now() > deadline {
-            say(&format!("backfills settled ({due} jobs still queued)"));
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }

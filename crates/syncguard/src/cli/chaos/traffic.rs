@@ -180,13 +180,19 @@ pub async fn publisher(
         seq += 1;
         let i = rand::random::<usize>() % skus;
         let doc = item(i, seq);
-        let path = format!("/v1/connections/{connection}/desired/inventory_item/{}", sku(i));
+        let path = format!(
+            "/v1/connections/{connection}/desired/inventory_item/{}",
+            sku(i)
+        );
         let answer = api.call(reqwest::Method::PUT, &path, Some(&doc)).await;
         let mut l = ledger.lock().expect("publish ledger");
         match answer {
             Answer::Got(s, _) if (200..300).contains(&s) => {
                 l.acked += 1;
-                l.skus.entry(sku(i)).or_default().push(Sent { doc, acked: true });
+                l.skus
+                    .entry(sku(i))
+                    .or_default()
+                    .push(Sent { doc, acked: true });
             }
             // A clear refusal (503 while the store is away): nothing was written.
             Answer::Got(s, _) => *l.refused.entry(s).or_default() += 1,

@@ -138,7 +138,12 @@ pub async fn settle_jobs(api: &Api, within: Duration, f: &mut Findings) -> anyho
                 .entry(j["kind"].as_str().unwrap_or("?").to_string())
                 .or_default();
             e.0 += 1;
-            e.1 = j["last_error"].as_str().unwrap_or("").chars().take(160).collect();
+            e.1 = j["last_error"]
+                .as_str()
+                .unwrap_or("")
+                .chars()
+                .take(160)
+                .collect();
         }
         for (kind, (n, err)) in by {
             f.violation(format!(
@@ -167,8 +172,11 @@ pub async fn final_sync(api: &Api, conn: &str, f: &mut Findings) -> anyhow::Resu
         .as_array()
         .cloned()
         .unwrap_or_default();
-    api.post(&format!("/v1/connections/{conn}/sync"), serde_json::json!({}))
-        .await?;
+    api.post(
+        &format!("/v1/connections/{conn}/sync"),
+        serde_json::json!({}),
+    )
+    .await?;
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -186,7 +194,9 @@ pub async fn final_sync(api: &Api, conn: &str, f: &mut Findings) -> anyhow::Resu
             return Ok(());
         }
         if Instant::now() > deadline {
-            f.violation(format!("the final incremental sync did not complete within 90 s: {now:?}"));
+            f.violation(format!(
+                "the final incremental sync did not complete within 90 s: {now:?}"
+            ));
             return Ok(());
         }
     }
@@ -231,7 +241,8 @@ pub async fn mirror(
                 );
             }
         }
-        let (mut missing, mut differ, mut extra, mut excused) = (Vec::new(), Vec::new(), Vec::new(), 0);
+        let (mut missing, mut differ, mut extra, mut excused) =
+            (Vec::new(), Vec::new(), Vec::new(), 0);
         for item in &truth {
             let id = item["id"].as_str().unwrap_or_default().to_string();
             compared += 1;
@@ -250,13 +261,25 @@ pub async fn mirror(
         }
         let sample = |v: &Vec<String>| v.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
         if !missing.is_empty() {
-            f.violation(format!("{resource}: {} object(s) at the provider missing from the mirror (e.g. {})", missing.len(), sample(&missing)));
+            f.violation(format!(
+                "{resource}: {} object(s) at the provider missing from the mirror (e.g. {})",
+                missing.len(),
+                sample(&missing)
+            ));
         }
         if !differ.is_empty() {
-            f.violation(format!("{resource}: {} object(s) differ from the provider (e.g. {})", differ.len(), sample(&differ)));
+            f.violation(format!(
+                "{resource}: {} object(s) differ from the provider (e.g. {})",
+                differ.len(),
+                sample(&differ)
+            ));
         }
         if !extra.is_empty() {
-            f.violation(format!("{resource}: {} object(s) in the mirror deleted at the provider (e.g. {})", extra.len(), sample(&extra)));
+            f.violation(format!(
+                "{resource}: {} object(s) in the mirror deleted at the provider (e.g. {})",
+                extra.len(),
+                sample(&extra)
+            ));
         }
         if excused > 0 {
             f.note(format!("{resource}: {excused} object(s) still mirrored whose delete webhook the provider gave up on (never acknowledged)"));
@@ -290,10 +313,14 @@ pub async fn events(
             .map(|(id, _)| id.clone())
             .collect()
     };
-    let (mut lost, mut twice, mut unprocessed, mut reruns) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    let (mut lost, mut twice, mut unprocessed, mut reruns) =
+        (Vec::new(), Vec::new(), Vec::new(), 0);
     for id in &acked {
         let events = by_delivery.get(id).cloned().unwrap_or_default();
-        let originals: Vec<&&Value> = events.iter().filter(|e| e["status"] != "duplicate").collect();
+        let originals: Vec<&&Value> = events
+            .iter()
+            .filter(|e| e["status"] != "duplicate")
+            .collect();
         match originals.as_slice() {
             [] => lost.push(id.clone()),
             [one] => {
@@ -309,13 +336,25 @@ pub async fn events(
     }
     let sample = |v: &Vec<String>| v.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
     if !lost.is_empty() {
-        f.violation(format!("{} acknowledged webhook(s) have no event (lost): {}", lost.len(), sample(&lost)));
+        f.violation(format!(
+            "{} acknowledged webhook(s) have no event (lost): {}",
+            lost.len(),
+            sample(&lost)
+        ));
     }
     if !twice.is_empty() {
-        f.violation(format!("{} acknowledged webhook(s) stored as more than one non-duplicate event: {}", twice.len(), sample(&twice)));
+        f.violation(format!(
+            "{} acknowledged webhook(s) stored as more than one non-duplicate event: {}",
+            twice.len(),
+            sample(&twice)
+        ));
     }
     if !unprocessed.is_empty() {
-        f.violation(format!("{} acknowledged webhook(s) not processed: {}", unprocessed.len(), sample(&unprocessed)));
+        f.violation(format!(
+            "{} acknowledged webhook(s) not processed: {}",
+            unprocessed.len(),
+            sample(&unprocessed)
+        ));
     }
     if reruns > 0 {
         f.note(format!("{reruns} event(s) needed more than one processing run (a crash or outage interrupted the first); effects are idempotent"));
@@ -341,7 +380,10 @@ pub async fn publishes(
         .collect();
     let skus: Vec<(String, Vec<Value>)> = {
         let l = ledger.lock().expect("publish ledger");
-        l.skus.keys().map(|s| (s.clone(), l.candidates(s))).collect()
+        l.skus
+            .keys()
+            .map(|s| (s.clone(), l.candidates(s)))
+            .collect()
     };
     let deadline = Instant::now() + Duration::from_secs(90);
     let (mut wrong, mut unpublished, mut differ) = (Vec::new(), Vec::new(), Vec::new());
@@ -360,7 +402,10 @@ pub async fn publishes(
             continue;
         }
         if desired["status"] != "published" || desired["last_published_hash"] != desired["hash"] {
-            unpublished.push(format!("{sku} ({})", desired["status"].as_str().unwrap_or("?")));
+            unpublished.push(format!(
+                "{sku} ({})",
+                desired["status"].as_str().unwrap_or("?")
+            ));
             continue;
         }
         let at_provider = remote
@@ -375,10 +420,18 @@ pub async fn publishes(
         f.violation(format!("{} SKU(s) whose desired state is none the application acknowledged or may have committed: {}", wrong.len(), sample(&wrong)));
     }
     if !unpublished.is_empty() {
-        f.violation(format!("{} SKU(s) not published: {}", unpublished.len(), sample(&unpublished)));
+        f.violation(format!(
+            "{} SKU(s) not published: {}",
+            unpublished.len(),
+            sample(&unpublished)
+        ));
     }
     if !differ.is_empty() {
-        f.violation(format!("{} SKU(s) published but different at the provider: {}", differ.len(), sample(&differ)));
+        f.violation(format!(
+            "{} SKU(s) published but different at the provider: {}",
+            differ.len(),
+            sample(&differ)
+        ));
     }
     Ok(skus.len())
 }
