@@ -231,7 +231,9 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         &mut f,
     )
     .await?;
+    say("webhooks settled");
     verify::settle_jobs(&api, Duration::from_secs(120), &mut f).await?;
+    say("jobs settled; a last incremental sync");
     verify::final_sync(&api, &setup.wms, &mut f).await?;
     verify::settle_jobs(&api, Duration::from_secs(60), &mut f).await?;
     say("checking");

@@ -4,6 +4,7 @@
 use super::traffic::{Api, MockControl};
 use super::{verify, ChaosArgs};
 use base64::Engine;
+use futures::StreamExt;
 use rand::RngCore;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -118,16 +119,24 @@ pub(super) async fn many_connections(
 ) -> anyhow::Result<()> {
     say(&format!("creating {n} more connections"));
     let secret = format!("whsec_{}", random_b64(24));
-    for i in 0..n {
-        let body = wms_connection(
-            tenant,
-            &format!("brand_{i:05}"),
-            mc.url(),
-            &secret,
-            &format!("chaos_token_{i:05}"),
-            300,
-        );
-        api.post("/v1/connections", body).await?;
+    // Sixteen creations in flight: a thousand one after the other would take minutes.
+    let created = futures::stream::iter(0..n)
+        .map(|i| {
+            let body = wms_connection(
+                tenant,
+                &format!("brand_{i:05}"),
+                mc.url(),
+                &secret,
+                &format!("chaos_token_{i:05}"),
+                300,
+            );
+            async move { api.post("/v1/connections", body).await }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    for c in created {
+        c?;
     }
     say(&format!(
         "{n} connections created; waiting for their backfills"
