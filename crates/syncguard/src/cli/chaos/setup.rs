@@ -130,7 +130,7 @@ pub(super) async fn many_connections(
                 &format!("chaos_token_{i:05}"),
                 300,
             );
-            async move { api.post("/v1/connections", body).await }
+            async move { create(api, &body).await }
         })
         .buffer_unordered(16)
         .collect::<Vec<_>>()
@@ -164,4 +164,23 @@ pub(super) async fn many_connections(
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
+}
+
+/// Creates a connection; a 409 means an earlier attempt whose answer was lost created it.
+async fn create(api: &Api, body: &Value) -> anyhow::Result<()> {
+    for _ in 0..120 {
+        match api
+            .call(reqwest::Method::POST, "/v1/connections", Some(body))
+            .await
+        {
+            super::traffic::Answer::Got(s, _) if (200..300).contains(&s) || s == 409 => {
+                return Ok(())
+            }
+            super::traffic::Answer::Got(s, v) if s < 500 => {
+                anyhow::bail!("creating a connection answered {s}: {v}")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+    anyhow::bail!("creating a connection kept failing")
 }

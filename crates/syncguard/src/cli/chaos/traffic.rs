@@ -82,7 +82,7 @@ impl Api {
         for _ in 0..120 {
             match self.call(method.clone(), path, body).await {
                 Answer::Got(s, v) if (200..300).contains(&s) => return Ok(v),
-                Answer::Got(s, v) if s >= 500 || s == 409 => last = format!("{s} {v}"),
+                Answer::Got(s, v) if s >= 500 => last = format!("{s} {v}"),
                 Answer::Got(s, v) => bail!("{method} {path} answered {s}: {v}"),
                 Answer::None(e) => last = e,
             }

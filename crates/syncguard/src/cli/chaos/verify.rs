@@ -40,15 +40,18 @@ impl Findings {
 }
 
 /// Waits until the provider has nothing left to deliver: every message its mutations produced
-/// reached the front, and each was acknowledged or given up by the provider.
+/// reached the front, and each was acknowledged or given up by the provider. Gives up when
+/// nothing moved for `stalled` (a backlog that still drains is waited for, up to 15 minutes).
+/// Returns whether it settled.
 pub async fn settle_webhooks(
     mock: &MockControl,
     ledger: &Arc<Mutex<Ledger>>,
     mutations_before: u64,
-    within: Duration,
+    stalled: Duration,
     f: &mut Findings,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + within;
+) -> anyhow::Result<bool> {
+    let cap = Instant::now() + Duration::from_secs(900);
+    let (mut last, mut moved) = ((0, 0), Instant::now());
     loop {
         let stats = mock.stats().await?;
         let (seen, unacked) = {
@@ -58,14 +61,17 @@ pub async fn settle_webhooks(
         };
         let made = stats.mutations - mutations_before;
         if seen >= made && unacked <= stats.webhooks_failed {
-            return Ok(());
+            return Ok(true);
         }
-        if Instant::now() > deadline {
+        if (seen, stats.webhook_attempts) != last {
+            (last, moved) = ((seen, stats.webhook_attempts), Instant::now());
+        }
+        if moved.elapsed() > stalled || Instant::now() > cap {
             f.violation(format!(
-                "webhooks did not settle within {within:?}: {made} made, {seen} reached the front, {unacked} unacknowledged, {} given up by the provider",
+                "webhooks did not settle: {made} made, {seen} reached the front, {unacked} unacknowledged, {} given up by the provider",
                 stats.webhooks_failed
             ));
-            return Ok(());
+            return Ok(false);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -295,6 +301,15 @@ pub async fn events(
     ledger: &Arc<Mutex<Ledger>>,
     f: &mut Findings,
 ) -> anyhow::Result<(usize, usize)> {
+    // Acknowledged before the events are listed, so a late acknowledgement cannot look lost.
+    let acked: Vec<String> = {
+        let l = ledger.lock().expect("ledger lock");
+        l.deliveries
+            .iter()
+            .filter(|(_, d)| d.acked)
+            .map(|(id, _)| id.clone())
+            .collect()
+    };
     let all = api
         .list_all(&format!("/v1/events?connection_id={conn}"))
         .await?;
@@ -305,14 +320,6 @@ pub async fn events(
             .or_default()
             .push(e);
     }
-    let acked: Vec<String> = {
-        let l = ledger.lock().expect("ledger lock");
-        l.deliveries
-            .iter()
-            .filter(|(_, d)| d.acked)
-            .map(|(id, _)| id.clone())
-            .collect()
-    };
     let (mut lost, mut twice, mut unprocessed, mut reruns) =
         (Vec::new(), Vec::new(), Vec::new(), 0);
     for id in &acked {
