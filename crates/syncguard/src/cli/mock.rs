@@ -16,6 +16,14 @@ pub struct MockArgs {
     /// Requests per second per access token (0: unlimited).
     #[arg(long, default_value_t = 10.0)]
     pub rate_limit_rps: f64,
+    /// Delivery attempts per webhook, the first included (a provider that retries longer rides
+    /// out longer receiver outages).
+    #[arg(long, default_value_t = 4)]
+    pub webhook_max_attempts: u32,
+    /// First retry delay of a failed webhook delivery, in milliseconds; each further retry
+    /// waits 4× longer.
+    #[arg(long, default_value_t = 200)]
+    pub webhook_retry_base_ms: u64,
 }
 
 pub async fn run(args: MockArgs) -> anyhow::Result<()> {
@@ -25,6 +33,8 @@ pub async fn run(args: MockArgs) -> anyhow::Result<()> {
         seed: args.seed,
         records: args.records,
         rate_limit_rps: args.rate_limit_rps,
+        webhook_max_attempts: args.webhook_max_attempts.max(1),
+        webhook_retry_base_ms: args.webhook_retry_base_ms,
         ..Default::default()
     };
     eprintln!("syncguard mock provider listening on http://{addr} (seed {}, {} records per resource, {} req/s per token)", args.seed, args.records, args.rate_limit_rps);

@@ -5,6 +5,7 @@ mod admin;
 mod bench;
 mod bench_ingest;
 mod bench_sync;
+mod chaos;
 mod demo;
 mod mock;
 mod secrets;
@@ -66,6 +67,9 @@ pub enum Command {
     /// Sealed secrets: rotate the master key.
     #[command(subcommand)]
     Secrets(secrets::SecretsCommand),
+    /// The reliability suite of RELIABILITY.md (run it through scripts/chaos).
+    #[command(hide = true)]
+    Chaos(chaos::ChaosArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -93,6 +97,7 @@ pub fn main() -> ExitCode {
             Command::Dlq(cmd) => admin::dlq(cmd).await,
             Command::Mock(args) => mock::run(args).await,
             Command::Secrets(cmd) => secrets::run(cmd).await,
+            Command::Chaos(args) => chaos::run(args).await,
         }
     });
     match result {
