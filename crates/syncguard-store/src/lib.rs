@@ -85,9 +85,20 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(db) if db.is_unique_violation() => {
                 StoreError::Conflict(db.message().to_string())
             }
+            sqlx::Error::Database(db) if db.code().is_some_and(|c| is_outage_sqlstate(&c)) => {
+                StoreError::Unavailable(e.to_string())
+            }
             _ => StoreError::Other(e.to_string()),
         }
     }
+}
+
+/// Whether a PostgreSQL SQLSTATE says the server went away rather than that the statement was
+/// wrong: connection exceptions (class 08), the server shutting down or not yet accepting
+/// (57P01–57P03, e.g. a request in flight when PostgreSQL stops), and too many connections
+/// (53300). These are outages: 503 with `Retry-After`, never a 500.
+fn is_outage_sqlstate(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -325,6 +336,18 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_shutdowns_and_lost_connections_are_outages() {
+        for code in [
+            "08000", "08003", "08006", "57P01", "57P02", "57P03", "53300",
+        ] {
+            assert!(is_outage_sqlstate(code), "{code}");
+        }
+        for code in ["23505", "42P01", "40001", "22P02", "57014"] {
+            assert!(!is_outage_sqlstate(code), "{code}");
+        }
+    }
 
     #[test]
     fn urls_lose_their_password() {

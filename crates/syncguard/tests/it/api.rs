@@ -490,14 +490,15 @@ async fn idempotency_keys_replay_refuse_and_conflict(backend: Backend) {
     );
     // A request still in flight with the key: the claim is taken, no response stored yet.
     // Records are bound to the authenticated key's id.
-    let scope = "key_bootstrap";
+    let platform = app.db.store.authenticate(PLATFORM_KEY).await.unwrap();
+    let scope = platform.expect("the platform key is live").id;
     let body = serde_json::to_vec(&json!({ "name": "initech" })).unwrap();
     let mut material = b"POST /v1/tenants\n".to_vec();
     material.extend_from_slice(&body);
     let fingerprint = syncguard_core::ids::sha256_hex(&material);
     app.db
         .store
-        .claim_idempotency_key(scope, "k-2", &fingerprint, now())
+        .claim_idempotency_key(&scope, "k-2", &fingerprint, now())
         .await
         .unwrap();
     assert_eq!(post("initech", "k-2").send().await.unwrap().status(), 409);
