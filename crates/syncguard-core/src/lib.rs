@@ -8,6 +8,7 @@
 //! - [`backoff`]: the retry-delay formula of the job queue (SPEC §3.1).
 //! - [`class`]: error classes (transient, rate_limited, permanent, circuit_open) and how HTTP
 //!   outcomes map to them.
+//! - [`connection`]: a connection's status.
 //! - [`egress`]: the egress policy (which addresses outbound calls may reach) and safe URL
 //!   path segments.
 //! - [`redact`]: PII and secret redaction applied to every log line.
@@ -26,6 +27,7 @@ pub mod backoff;
 pub mod breaker;
 pub mod canonical;
 pub mod class;
+pub mod connection;
 pub mod egress;
 pub mod ids;
 pub mod limiter;

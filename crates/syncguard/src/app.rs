@@ -1,12 +1,14 @@
-//! The application: shared state, start-up (store, migrations, bootstrap key) and the server
-//! loop that runs the API and the engine until shutdown.
+//! The composition root: builds the node (infrastructure, services, runtime, HTTP), runs it
+//! until shutdown, and owns start-up (store, migrations, bootstrap key). Nothing below imports
+//! this module; see ARCHITECTURE.md for the layers.
 
+use crate::api;
 use crate::clock::SharedClock;
 use crate::config::{Config, NodeRole};
-use crate::engine::{self, handler::Handlers};
-use crate::metrics::Metrics;
+use crate::engine;
+use crate::env::Env;
+use crate::services::{self, Services};
 use anyhow::Context;
-use arc_swap::ArcSwap;
 use std::future::Future;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -15,52 +17,28 @@ use syncguard_core::seal::Sealer;
 use syncguard_store::tenancy::{BootstrapInstall, BootstrapSource};
 use syncguard_store::Store;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-/// Shared state of one node. Cheap to clone.
+/// The job handlers a node runs: the runtime's, registered for the services' state.
+pub type Handlers = engine::handler::Handlers<Services>;
+
+/// What a job handler of this node gets.
+pub type JobContext = engine::handler::JobContext<Services>;
+
+/// One node: its infrastructure and services, built and wired here. Cheap to clone; derefs to
+/// [`Services`] (and on to [`Env`]). Nothing but the command line and tests holds one: the
+/// layers below get the part they need.
 #[derive(Clone)]
 pub struct App(Arc<AppInner>);
 
 pub struct AppInner {
-    /// The configuration the node started with. Parts that cannot change without a restart
-    /// (store, listener, pool sizes) are read here.
-    pub config: Arc<Config>,
-    /// The current configuration: thresholds and intervals reload on SIGHUP (see [`App::reload`]).
-    live: ArcSwap<Config>,
-    pub store: Store,
-    pub metrics: Metrics,
-    pub clock: SharedClock,
-    /// Names this process's leases; unique per start.
-    pub worker_id: String,
-    /// Wakes this node's idle workers when it enqueues due work itself.
-    pub job_notify: Arc<Notify>,
-    /// Outbound HTTP (rustls), shared so connections are reused.
-    pub http: reqwest::Client,
-    /// Seals and opens credentials and webhook secrets.
-    pub sealer: Sealer,
-    /// State of the inbound webhook gateway.
-    pub webhooks: crate::webhook::WebhookState,
-    /// Provider definitions, rate limiters and circuit breakers.
-    pub providers: crate::provider::ProviderState,
-    /// The sync engine.
-    pub sync: crate::sync::SyncState,
-    /// The cached health snapshot.
-    pub health: crate::health::HealthState,
-    /// The publish path.
-    pub publish: crate::publish::PublishState,
-    /// API keys verified lately, so reads need no store round trip for their key.
-    pub api_keys: crate::api::key_cache::KeyCache,
-    /// The store probe's gauge.
-    pub store_probe: crate::store_probe::StoreProbe,
-    /// Every background loop of the node, stopped together at shutdown.
-    pub workers: crate::workers::Workers,
+    services: Services,
 }
 
 impl Deref for App {
-    type Target = AppInner;
-    fn deref(&self) -> &AppInner {
-        &self.0
+    type Target = Services;
+    fn deref(&self) -> &Services {
+        &self.0.services
     }
 }
 
@@ -73,83 +51,30 @@ impl App {
         clock: SharedClock,
         sealer: Sealer,
     ) -> anyhow::Result<App> {
-        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "node".into());
-        let metrics = Metrics::new();
-        let webhooks = crate::webhook::WebhookState::new(&config, metrics.registry())?;
-        let providers = crate::provider::ProviderState::new(&config, metrics.registry())?;
-        let sync = crate::sync::SyncState::new(&config, metrics.registry())?;
-        let health = crate::health::HealthState::new(&config, metrics.registry())?;
-        let publish = crate::publish::PublishState::new(&config, metrics.registry())?;
-        let store_probe = crate::store_probe::StoreProbe::new(metrics.registry())?;
-        let api_keys = crate::api::key_cache::KeyCache::new(std::time::Duration::from_millis(
-            config.api.key_cache_ttl_ms,
-        ));
-        let config = Arc::new(config);
-        Ok(App(Arc::new(AppInner {
-            live: ArcSwap::new(config.clone()),
-            config,
-            store,
-            metrics,
-            clock,
-            worker_id: format!(
-                "{host}-{}-{}",
-                std::process::id(),
-                &uuid::Uuid::new_v4().simple().to_string()[..8]
-            ),
-            job_notify: Arc::new(Notify::new()),
-            http: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(30))
-                .build()
-                .expect("http client builds"),
-            sealer,
-            webhooks,
-            providers,
-            sync,
-            health,
-            publish,
-            api_keys,
-            store_probe,
-            workers: crate::workers::Workers::new(),
-        })))
+        let env = Env::new(config, store, clock, sealer)?;
+        let services = Services::new(env)?;
+        Ok(App(Arc::new(AppInner { services })))
+    }
+
+    /// The services, for what takes them by value.
+    pub fn services(&self) -> Services {
+        self.0.services.clone()
     }
 }
 
-impl App {
-    /// The current configuration (thresholds and intervals as last reloaded).
-    pub fn settings(&self) -> Arc<Config> {
-        self.live.load_full()
-    }
-
-    /// Adopts `next` for what can change at run time; returns the keys that changed but need
-    /// a restart to take effect (they keep their running values).
-    pub fn reload(&self, next: Config) -> Vec<&'static str> {
-        let current = &self.config;
-        let mut restart = Vec::new();
-        let checks = [
-            ("database_url", next.database_url != current.database_url),
-            ("listen", next.listen != current.listen),
-            ("role", next.role != current.role),
-            ("queue.workers", next.queue.workers != current.queue.workers),
-            (
-                "queue.lease_ms",
-                next.queue.lease_ms != current.queue.lease_ms,
-            ),
-            ("api", next.api != current.api),
-            (
-                "store.acquire_timeout_ms",
-                next.store.acquire_timeout_ms != current.store.acquire_timeout_ms,
-            ),
-            // The provider HTTP client holds the policy in its resolver.
-            ("egress", next.egress != current.egress),
-        ];
-        for (key, changed) in checks {
-            if changed {
-                restart.push(key);
-            }
-        }
-        self.live.store(Arc::new(next));
-        restart
-    }
+/// Starts the runtime on `app`: `handlers` bound to its services, with every service's
+/// periodic schedules. Cancel `cancel`, then join the handle.
+pub fn start_engine(
+    app: &App,
+    handlers: Handlers,
+    cancel: CancellationToken,
+) -> engine::EngineHandle {
+    engine::start(
+        app.env().clone(),
+        handlers.bind(app.services()),
+        services::schedules(),
+        cancel,
+    )
 }
 
 /// Opens and migrates the store named by the configuration.
@@ -256,26 +181,30 @@ pub async fn run(
     match app.config.role {
         NodeRole::Api => {
             // API-only nodes still keep the queue gauges current for /metrics.
-            let a = app.clone();
+            let a = app.env().clone();
             workers.spawn("queue gauges", move |c| engine::gauge_loop(a, c));
         }
         NodeRole::Worker | NodeRole::All => {
-            let engine = engine::start(app.clone(), handlers, cancel.clone());
+            let engine = start_engine(&app, handlers, cancel.clone());
             workers.spawn("engine", move |_| engine.join());
         }
     }
     {
-        let a = app.clone();
-        workers.spawn("health snapshotter", move |c| crate::health::run(a, c));
+        let a = app.services();
+        workers.spawn("circuit gauges", move |c| services::circuit_gauges(a, c));
     }
-    let router = crate::api::router(app.clone());
+    {
+        let a = app.services();
+        workers.spawn("health snapshotter", move |c| services::health::run(a, c));
+    }
+    let router = api::router(app.services());
     let stop = cancel.clone();
     let stopping = CancellationToken::new();
     let begun = stopping.clone();
-    let server = crate::server::serve(
+    let server = api::server::serve(
         listener,
         router,
-        crate::server::Limits::from_config(&app.config.api),
+        api::server::Limits::from_config(&app.config.api),
         async move {
             tokio::select! {
                 _ = shutdown => {}

@@ -1,24 +1,19 @@
 //! syncguard: a self-hosted integration sync engine in one binary.
 //!
 //! # Layout
-//! - [`config`]: layered configuration (defaults → file → environment → flags), validated.
-//! - [`app`]: shared state, start-up and the server loop.
-//! - [`engine`]: workers, completer, heartbeat, lease rescue, periodic schedules, handlers.
-//! - [`api`]: the HTTP API (`/v1`), its conventions (problem+json, request ids, idempotency
-//!   keys, body limits, pagination), probes, metrics and the OpenAPI document.
-//! - [`egress`]: the egress policy on real connections (checking resolver, URL checks, size-
-//!   limited reads) for every outbound call a tenant can aim.
-//! - [`server`]: the HTTP server loop and its limits (connections, header and body timeouts).
-//! - [`secrets`]: the master key that seals credentials at rest.
-//! - [`webhook`]: the inbound webhook gateway.
-//! - [`provider`]: provider definitions, the outbound HTTP client, rate limiter and breaker.
-//! - [`sync`]: backfill and incremental sync with checkpoints.
-//! - [`health`]: the cached health snapshot and SLO status.
-//! - [`publish`]: desired state, publishing, snapshots, reconciliation and drift.
-//! - [`metrics`], [`logging`], [`clock`]: observability and time.
-//! - [`store_probe`]: noticing store outages (and their end) without waiting on the pool.
-//! - [`workers`]: the supervisor that starts and stops every background loop.
-//! - [`cli`]: the `syncguard` command line, including `bench`.
+//! Top-level modules in layers; each imports only from the layers below it (ARCHITECTURE.md
+//! has the picture and the rules, and `tests/it/layers.rs` holds them):
+//!
+//! 1. [`cli`]: the `syncguard` command line, including `bench`.
+//! 2. [`app`]: the composition root: builds the node, starts the runtime and the server.
+//! 3. [`api`]: the HTTP API (`/v1`), its conventions (problem+json, request ids, idempotency
+//!    keys, body limits, pagination), the server loop, probes, metrics and OpenAPI.
+//! 4. [`services`]: webhook, sync, publish and health, sharing [`services::Services`].
+//! 5. [`engine`] (the queue runtime: workers, completer, heartbeat, lease rescue, periodic
+//!    schedules) and [`provider`] (definitions, the outbound HTTP client, rate limiter and
+//!    breaker); neither imports the other.
+//! 6. Foundation: [`env`] (the node's shared infrastructure), [`config`], [`egress`],
+//!    [`secrets`], [`store_probe`], [`workers`], [`metrics`], [`logging`], [`clock`].
 //!
 //! Pure rules live in `syncguard_core`; all SQL lives in `syncguard_store`.
 
@@ -29,16 +24,13 @@ pub mod clock;
 pub mod config;
 pub mod egress;
 pub mod engine;
-pub mod health;
+pub mod env;
 pub mod logging;
 pub mod metrics;
 pub mod provider;
-pub mod publish;
 pub mod secrets;
-pub mod server;
+pub mod services;
 pub mod store_probe;
-pub mod sync;
-pub mod webhook;
 pub mod workers;
 
 pub use app::App;

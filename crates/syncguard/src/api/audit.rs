@@ -2,7 +2,9 @@
 //! the store method that makes the change, which writes both in one transaction: an admin
 //! action never happens unaudited, and no entry describes a change that was rolled back.
 
+use super::error::ApiResult;
 use super::extract::{request_id, Caller};
+use crate::services::Services;
 use serde_json::Value;
 use syncguard_store::audit::NewAudit;
 
@@ -51,6 +53,16 @@ impl Audit {
     pub fn params(mut self, params: Value) -> Audit {
         self.params = params;
         self
+    }
+
+    /// Records the entry on its own, for actions whose change is not a store write of their own
+    /// (a link token, a queued sync, a reconcile). A failure to audit fails the request: an
+    /// unaudited admin action must not happen silently.
+    pub async fn record(&self, app: &Services) -> ApiResult<()> {
+        app.store
+            .append_audit(self.entry(), app.clock.now_ms())
+            .await?;
+        Ok(())
     }
 
     /// The entry as the store takes it.

@@ -1,9 +1,9 @@
 //! Request extractors: the authenticated caller, JSON bodies with field-naming errors, list
 //! parameters and the request id.
 
-use super::error::{ApiError, REQUEST_ID};
-use super::key_cache::Freshness;
-use crate::app::App;
+use super::error::{ApiError, ErrorCode, REQUEST_ID};
+use crate::services::key_cache::Freshness;
+use crate::services::Services;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, Method};
@@ -59,10 +59,10 @@ impl Caller {
     }
 }
 
-impl FromRequestParts<App> for Caller {
+impl FromRequestParts<Services> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Caller, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, app: &Services) -> Result<Caller, ApiError> {
         Caller::authenticate(parts, app, Freshness::WithinTtl).await
     }
 }
@@ -74,7 +74,7 @@ impl Caller {
     /// be checked there is a quick 503, not a wait for the pool.
     pub async fn authenticate(
         parts: &mut Parts,
-        app: &App,
+        app: &Services,
         outage: Freshness,
     ) -> Result<Caller, ApiError> {
         if let Some(c) = parts.extensions.get::<Caller>() {
@@ -137,10 +137,10 @@ pub fn request_id() -> Option<String> {
 /// 422 naming the field when it does not fit the schema.
 pub struct ApiJson<T>(pub T);
 
-impl<T: DeserializeOwned> FromRequest<App> for ApiJson<T> {
+impl<T: DeserializeOwned> FromRequest<Services> for ApiJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, app: &App) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, app: &Services) -> Result<Self, ApiError> {
         let is_json = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -158,8 +158,7 @@ impl<T: DeserializeOwned> FromRequest<App> for ApiJson<T> {
             .unwrap_or(false);
         if !is_json {
             return Err(ApiError::new(
-                axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                ErrorCode::UnsupportedMediaType,
                 "expected Content-Type: application/json",
             ));
         }

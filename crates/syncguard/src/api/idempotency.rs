@@ -17,7 +17,7 @@
 
 use super::error::ApiError;
 use super::extract::{is_mutating, Caller};
-use crate::app::App;
+use crate::services::Services;
 use axum::body::Body;
 use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -35,7 +35,7 @@ fn seal_context(scope: &str, key: &str) -> String {
     format!("idempotency:{scope}:{key}")
 }
 
-pub async fn middleware(State(app): State<App>, req: Request, next: Next) -> Response {
+pub async fn middleware(State(app): State<Services>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
     if !is_mutating(req.method())
         || !path.starts_with("/v1/")
@@ -132,7 +132,7 @@ pub async fn middleware(State(app): State<App>, req: Request, next: Next) -> Res
     Response::from_parts(rparts, Body::from(body))
 }
 
-fn replay(app: &App, scope: &str, key: &str, stored: StoredResponse) -> Response {
+fn replay(app: &Services, scope: &str, key: &str, stored: StoredResponse) -> Response {
     let body = match app.sealer.open(&stored.body, &seal_context(scope, key)) {
         Ok(b) => b,
         Err(e) => {

@@ -5,7 +5,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiPath, ApiQuery, Caller, ListParams};
 use super::views::{JobView, List};
 use super::Problem;
-use crate::app::App;
+use crate::services::Services;
 use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -69,7 +69,7 @@ fn parse_class(s: Option<&str>) -> ApiResult<Option<ErrorClass>> {
 #[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(JobQuery),
     responses((status = 200, body = List<JobView>), (status = 401, body = Problem)))]
 pub async fn list_jobs(
-    State(app): State<App>,
+    State(app): State<Services>,
     caller: Caller,
     ApiQuery(q): ApiQuery<JobQuery>,
 ) -> ApiResult<Json<List<JobView>>> {
@@ -83,7 +83,7 @@ pub async fn list_jobs(
 #[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = i64, Path, description = "job id")),
     responses((status = 200, body = JobView), (status = 404, body = Problem)))]
 pub async fn get_job(
-    State(app): State<App>,
+    State(app): State<Services>,
     caller: Caller,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<JobView>> {
@@ -96,7 +96,7 @@ pub async fn get_job(
 }
 
 /// 404 when the caller cannot see the job, then 403 when its role is too low.
-async fn visible_then_role(app: &App, caller: &Caller, id: i64, role: Role) -> ApiResult<()> {
+async fn visible_then_role(app: &Services, caller: &Caller, id: i64, role: Role) -> ApiResult<()> {
     app.store
         .get_job(&caller.scope(), caller.visible(), id)
         .await?
@@ -107,7 +107,7 @@ async fn visible_then_role(app: &App, caller: &Caller, id: i64, role: Role) -> A
 #[utoipa::path(post, path = "/v1/jobs/{id}/retry", tag = "jobs", params(("id" = i64, Path, description = "job id")),
     responses((status = 200, body = JobView, description = "the job made due now, or the fresh job replaying a dead or cancelled one"), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub async fn retry_job(
-    State(app): State<App>,
+    State(app): State<Services>,
     caller: Caller,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<JobView>> {
@@ -133,7 +133,7 @@ pub async fn retry_job(
 #[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = i64, Path, description = "job id")),
     responses((status = 200, body = JobView), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub async fn cancel_job(
-    State(app): State<App>,
+    State(app): State<Services>,
     caller: Caller,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<JobView>> {
@@ -155,7 +155,7 @@ pub async fn cancel_job(
 #[utoipa::path(get, path = "/v1/dead-letters", tag = "dead-letters", params(JobQuery),
     responses((status = 200, body = List<JobView>)))]
 pub async fn list_dead_letters(
-    State(app): State<App>,
+    State(app): State<Services>,
     caller: Caller,
     ApiQuery(q): ApiQuery<JobQuery>,
 ) -> ApiResult<Json<List<JobView>>> {
@@ -196,7 +196,7 @@ pub struct ReplayResponse {
 #[utoipa::path(post, path = "/v1/dead-letters/replay", tag = "dead-letters", request_body = ReplayRequest,
     responses((status = 200, body = ReplayResponse), (status = 403, body = Problem), (status = 422, body = Problem)))]
 pub async fn replay_dead_letters(
-    State(app): State<App>,
+    State(app): State<Services>,
     caller: Caller,
     ApiJson(body): ApiJson<ReplayRequest>,
 ) -> ApiResult<Json<ReplayResponse>> {
@@ -267,7 +267,7 @@ pub struct ReviewRequest {
 #[utoipa::path(post, path = "/v1/dead-letters/{id}/review", tag = "dead-letters", params(("id" = i64, Path, description = "dead job id")), request_body(content = ReviewRequest, description = "optional"),
     responses((status = 200, body = JobView), (status = 403, body = Problem), (status = 404, body = Problem)))]
 pub async fn review_dead_letter(
-    State(app): State<App>,
+    State(app): State<Services>,
     caller: Caller,
     ApiPath(id): ApiPath<i64>,
     body: axum::body::Bytes,
@@ -313,7 +313,7 @@ pub struct AuditQuery {
 #[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery),
     responses((status = 200, body = List<super::views::AuditView>), (status = 403, body = Problem)))]
 pub async fn list_audit(
-    State(app): State<App>,
+    State(app): State<Services>,
     caller: Caller,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> ApiResult<Json<List<super::views::AuditView>>> {

@@ -14,16 +14,22 @@ pub mod audit;
 mod connections;
 pub mod error;
 pub mod extract;
+mod health;
 pub mod idempotency;
 mod jobs;
-pub mod key_cache;
+mod link;
 mod probes;
+mod providers;
+mod publish;
+pub mod server;
+mod sync;
 pub(crate) mod tenants;
 pub mod views;
+pub mod webhook;
 
 pub use error::{ApiError, Problem};
 
-use crate::app::App;
+use crate::services::Services;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderName, HeaderValue};
 use axum::middleware::{self, Next};
@@ -65,7 +71,7 @@ impl utoipa::Modify for BearerAuth {
 }
 
 /// The documented `/v1` routes and the OpenAPI document that describes exactly them.
-pub fn documented() -> (Router<App>, utoipa::openapi::OpenApi) {
+pub fn documented() -> (Router<Services>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(tenants::create_tenant, tenants::list_tenants))
         .routes(routes!(tenants::create_key, tenants::list_keys))
@@ -86,11 +92,21 @@ pub fn documented() -> (Router<App>, utoipa::openapi::OpenApi) {
             connections::list_connections
         ))
         .routes(routes!(connections::get_connection))
-        .merge(crate::webhook::routes())
-        .merge(crate::provider::routes())
-        .merge(crate::sync::routes())
-        .merge(crate::health::routes())
-        .merge(crate::publish::routes())
+        .merge(webhook::routes())
+        .merge(providers::routes())
+        .routes(routes!(link::create_link_token))
+        .routes(routes!(
+            connections::manage::update_connection,
+            connections::disconnect::disconnect
+        ))
+        .routes(routes!(sync::start_sync))
+        .routes(routes!(sync::list_checkpoints))
+        .routes(routes!(sync::list_records))
+        .routes(routes!(sync::get_record))
+        .routes(routes!(sync::list_changes))
+        .routes(routes!(health::health))
+        .routes(routes!(health::connection_health))
+        .merge(publish::routes())
         .split_for_parts()
 }
 
@@ -99,7 +115,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     documented().1
 }
 
-pub fn router(app: App) -> Router {
+pub fn router(app: Services) -> Router {
     let (routes, doc) = documented();
     let doc = std::sync::Arc::new(doc);
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
@@ -136,7 +152,7 @@ fn method_label(m: &axum::http::Method) -> &'static str {
 
 /// Request context: request id in scope for the handler, early body-limit check, metrics and
 /// one log line per request.
-async fn context(State(app): State<App>, req: Request, next: Next) -> Response {
+async fn context(State(app): State<Services>, req: Request, next: Next) -> Response {
     let id = req
         .headers()
         .get(REQUEST_ID_HEADER)

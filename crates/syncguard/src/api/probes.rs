@@ -3,8 +3,8 @@
 //! ready) while the store probe knows the store is unreachable.
 
 use super::error::ApiError;
-use crate::app::App;
 use crate::clock::rfc3339;
+use crate::services::Services;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -27,7 +27,7 @@ pub async fn livez() -> Json<Probe> {
 }
 
 #[utoipa::path(get, path = "/readyz", tag = "probes", security(), responses((status = 200, body = Probe), (status = 503, body = super::Problem)))]
-pub async fn readyz(State(app): State<App>) -> Result<Json<Probe>, ApiError> {
+pub async fn readyz(State(app): State<Services>) -> Result<Json<Probe>, ApiError> {
     let state = app.store.reachability();
     if let Some(since) = state.down_since() {
         return Err(ApiError::unavailable(format!(
@@ -57,7 +57,7 @@ pub async fn readyz(State(app): State<App>) -> Result<Json<Probe>, ApiError> {
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "probes", security(), responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain")))]
-pub async fn metrics(State(app): State<App>) -> Response {
+pub async fn metrics(State(app): State<Services>) -> Response {
     // The state may have changed since the probe last set the gauge (a failed write marks
     // the store down at once).
     app.store_probe

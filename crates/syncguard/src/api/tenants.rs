@@ -10,7 +10,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiPath, ApiQuery, Caller, ListParams};
 use super::views::{KeyView, List, TenantView};
 use super::Problem;
-use crate::app::App;
+use crate::services::Services;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -27,31 +27,10 @@ pub struct CreateTenant {
     pub name: String,
 }
 
-/// Records an admin action in the audit log on its own, for actions whose change is not a
-/// store write of their own (a link token, a queued sync). A failure to audit fails the
-/// request: an unaudited admin action must not happen silently.
-pub async fn audit(
-    app: &App,
-    caller: &Caller,
-    tenant_id: Option<&str>,
-    action: &'static str,
-    target: Option<&str>,
-    params: serde_json::Value,
-) -> ApiResult<()> {
-    let mut entry = Audit::by(caller, action).tenant(tenant_id).params(params);
-    if let Some(t) = target {
-        entry = entry.target(t);
-    }
-    app.store
-        .append_audit(entry.entry(), app.clock.now_ms())
-        .await?;
-    Ok(())
-}
-
 #[utoipa::path(post, path = "/v1/tenants", tag = "tenants", request_body = CreateTenant,
     responses((status = 201, body = TenantView), (status = 403, body = Problem), (status = 409, body = Problem)))]
 pub async fn create_tenant(
-    State(app): State<App>,
+    State(app): State<Services>,
     caller: Caller,
     ApiJson(body): ApiJson<CreateTenant>,
 ) -> ApiResult<(StatusCode, Json<TenantView>)> {
@@ -73,7 +52,7 @@ pub async fn create_tenant(
 #[utoipa::path(get, path = "/v1/tenants", tag = "tenants", params(ListParams),
     responses((status = 200, body = List<TenantView>), (status = 403, body = Problem)))]
 pub async fn list_tenants(
-    State(app): State<App>,
+    State(app): State<Services>,
     caller: Caller,
     ApiQuery(q): ApiQuery<ListParams>,
 ) -> ApiResult<Json<List<TenantView>>> {
@@ -97,7 +76,7 @@ pub struct CreateKey {
 #[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = CreateKey,
     responses((status = 201, body = KeyView, description = "the key, shown this once"), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub async fn create_key(
-    State(app): State<App>,
+    State(app): State<Services>,
     caller: Caller,
     ApiJson(body): ApiJson<CreateKey>,
 ) -> ApiResult<(StatusCode, Json<KeyView>)> {
@@ -179,7 +158,7 @@ pub async fn create_key(
 #[utoipa::path(get, path = "/v1/keys", tag = "keys", params(ListParams),
     responses((status = 200, body = List<KeyView>), (status = 403, body = Problem)))]
 pub async fn list_keys(
-    State(app): State<App>,
+    State(app): State<Services>,
     caller: Caller,
     ApiQuery(q): ApiQuery<ListParams>,
 ) -> ApiResult<Json<List<KeyView>>> {
@@ -194,7 +173,7 @@ pub async fn list_keys(
 #[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path, description = "key id")),
     responses((status = 200, body = KeyView), (status = 403, body = Problem), (status = 404, body = Problem)))]
 pub async fn revoke_key(
-    State(app): State<App>,
+    State(app): State<Services>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<KeyView>> {

@@ -2,9 +2,10 @@
 //! Each prints progress on stderr and, with `--json`, one JSON object on its last line.
 
 use crate::app::App;
+use crate::app::{Handlers, JobContext};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::engine::handler::{Handlers, JobContext, JobError};
+use crate::engine::handler::JobError;
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::HashMap;
@@ -152,7 +153,7 @@ async fn queue(args: QueueArgs) -> anyhow::Result<()> {
     );
     bar.set_message("drain");
     let started = Instant::now();
-    let engine = crate::engine::start(app.clone(), handlers, cancel.clone());
+    let engine = crate::app::start_engine(&app, handlers, cancel.clone());
     let succeeded = app
         .metrics
         .jobs_total

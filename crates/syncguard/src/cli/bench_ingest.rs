@@ -11,10 +11,10 @@
 //! acknowledged, exactly as in production. The run is bounded by `--max-webhooks` and time.
 
 use super::bench::{ephemeral_sealer, StoreKind};
+use crate::app::Handlers;
 use crate::app::{self, App};
 use crate::clock::SystemClock;
 use crate::config::{Config, NodeRole};
-use crate::engine::handler::Handlers;
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};

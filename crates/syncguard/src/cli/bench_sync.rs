@@ -9,14 +9,15 @@
 
 use super::bench::{ephemeral_sealer, StoreKind};
 use crate::app::App;
+use crate::app::Handlers;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::engine::handler::Handlers;
-use crate::sync::{start_syncs, Reason};
+use crate::services::sync::{start_syncs, Reason};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use syncguard_core::connection::ConnectionStatus;
 use syncguard_store::connections::NewConnection;
 use syncguard_store::testkit;
 use syncguard_store::Backend;
@@ -83,7 +84,7 @@ pub async fn run(args: SyncBenchArgs) -> anyhow::Result<()> {
                 tenant_id: tenant.id,
                 provider: "trackstar".into(),
                 name: "bench".into(),
-                status: "active".into(),
+                status: ConnectionStatus::Active.into(),
                 config: json!({ "base_url": mock.base_url, "rate_limit": { "rps": args.rps, "burst": BURST } }),
                 credentials: Some(app.sealer.seal(creds.to_string().as_bytes(), &id, &mut rand::rngs::OsRng)),
                 webhook_secrets: None,
@@ -92,7 +93,7 @@ pub async fn run(args: SyncBenchArgs) -> anyhow::Result<()> {
         )
         .await?;
     let cancel = CancellationToken::new();
-    let engine = crate::engine::start(app.clone(), Handlers::builtin(), cancel.clone());
+    let engine = crate::app::start_engine(&app, Handlers::builtin(), cancel.clone());
     let bar = ProgressBar::new(total as u64).with_style(
         ProgressStyle::with_template("{msg:>6} [{bar:40}] {pos}/{len} {per_sec}")?
             .progress_chars("=> "),

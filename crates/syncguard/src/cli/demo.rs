@@ -10,10 +10,10 @@
 //! Everything the demo does to the engine goes through the public API, with the keys it prints,
 //! so a user can poke at the same API while it runs.
 
+use crate::app::Handlers;
 use crate::app::{self, App};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::engine::handler::Handlers;
 use anyhow::{bail, Context};
 use base64::Engine;
 use indicatif::{ProgressBar, ProgressStyle};

@@ -1,9 +1,9 @@
 //! `syncguard serve` and `syncguard migrate`.
 
+use crate::app::Handlers;
 use crate::app::{self, App, Bootstrap};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Loaded, LogFormat, NodeRole, Overrides};
-use crate::engine::handler::Handlers;
 use crate::secrets::KeySource;
 use anyhow::Context;
 use std::path::Path;

@@ -1,7 +1,11 @@
 //! Job handlers: what each job kind does. A handler is idempotent (the queue runs jobs at least
 //! once) and reports failures with an [`ErrorClass`] so the queue knows whether to retry.
+//!
+//! The runtime does not know what the handlers work with: [`Handlers<S>`] registers handlers of
+//! a state `S` chosen by whoever composes the node, and [`Handlers::bind`] gives them that state
+//! once it exists. The runtime itself only ever sees [`Bound`] handlers.
 
-use crate::app::App;
+use crate::env::Env;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -47,51 +51,118 @@ impl JobError {
     }
 }
 
-/// What a handler gets: the job, the application it runs in, and the store to write through.
-pub struct JobContext {
+/// What a handler gets: the job, the state its handlers were registered with, and the store to
+/// write through.
+pub struct JobContext<S> {
     pub job: Job,
-    pub app: App,
-    /// `app.store` fenced by this run's lease token: every write a handler makes for its job
-    /// goes through it, so once the lease is lost the run's writes are refused
+    /// The node's infrastructure (its store unfenced, clock, outbound HTTP).
+    pub env: Env,
+    /// The state given to [`Handlers::bind`]; the runtime does not know its type.
+    pub app: S,
+    /// The node's store fenced by this run's lease token: every write a handler makes for its
+    /// job goes through it, so once the lease is lost the run's writes are refused
     /// (`StoreError::Fenced`) instead of racing the job's next run.
     pub store: Store,
 }
 
-impl JobContext {
+impl<S> JobContext<S> {
     /// A context for `job`, fenced by its claim's token when it has one.
-    pub fn new(job: Job, app: App) -> JobContext {
+    pub fn new(job: Job, env: &Env, app: S) -> JobContext<S> {
         let store = match job.fence() {
-            Some(f) => app.store.fenced(f),
-            None => app.store.clone(),
+            Some(f) => env.store.fenced(f),
+            None => env.store.clone(),
         };
-        JobContext { job, app, store }
+        JobContext {
+            job,
+            env: env.clone(),
+            app,
+            store,
+        }
     }
 }
 
-pub trait JobHandler: Send + Sync + 'static {
-    fn run(&self, ctx: JobContext) -> BoxFuture<'static, Result<(), JobError>>;
+pub trait JobHandler<S>: Send + Sync + 'static {
+    fn run(&self, ctx: JobContext<S>) -> BoxFuture<'static, Result<(), JobError>>;
 }
 
-impl<F, Fut> JobHandler for F
+impl<S, F, Fut> JobHandler<S> for F
 where
-    F: Fn(JobContext) -> Fut + Send + Sync + 'static,
+    F: Fn(JobContext<S>) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<(), JobError>> + Send + 'static,
 {
-    fn run(&self, ctx: JobContext) -> BoxFuture<'static, Result<(), JobError>> {
+    fn run(&self, ctx: JobContext<S>) -> BoxFuture<'static, Result<(), JobError>> {
         Box::pin(self(ctx))
     }
 }
 
-/// Handlers by job kind.
-#[derive(Clone, Default)]
-pub struct Handlers(HashMap<String, Arc<dyn JobHandler>>);
+/// Handlers by job kind, for a state `S`.
+pub struct Handlers<S>(HashMap<String, Arc<dyn JobHandler<S>>>);
 
-impl Handlers {
-    pub fn register(&mut self, kind: &str, handler: impl JobHandler) {
+impl<S> Clone for Handlers<S> {
+    fn clone(&self) -> Self {
+        Handlers(self.0.clone())
+    }
+}
+
+impl<S> Default for Handlers<S> {
+    fn default() -> Self {
+        Handlers(HashMap::new())
+    }
+}
+
+impl<S: Clone + Send + Sync + 'static> Handlers<S> {
+    pub fn register(&mut self, kind: &str, handler: impl JobHandler<S>) {
         self.0.insert(kind.to_string(), Arc::new(handler));
     }
 
-    pub fn get(&self, kind: &str) -> Option<Arc<dyn JobHandler>> {
+    /// The runtime's own handlers (`noop`, `cleanup`), which need no state.
+    pub fn runtime() -> Handlers<S> {
+        let mut h = Handlers::default();
+        h.register(NOOP, noop);
+        h.register(CLEANUP, cleanup);
+        h
+    }
+
+    /// Gives every handler its state: what the runtime runs.
+    pub fn bind(self, app: S) -> Bound {
+        let by_kind = self
+            .0
+            .into_iter()
+            .map(|(kind, handler)| {
+                let run: Arc<dyn Runnable> = Arc::new(WithState {
+                    handler,
+                    app: app.clone(),
+                });
+                (kind, run)
+            })
+            .collect();
+        Bound(by_kind)
+    }
+}
+
+/// A handler with its state: started with the job and the node's infrastructure.
+pub trait Runnable: Send + Sync + 'static {
+    fn run(&self, job: Job, env: &Env) -> BoxFuture<'static, Result<(), JobError>>;
+}
+
+struct WithState<S> {
+    handler: Arc<dyn JobHandler<S>>,
+    app: S,
+}
+
+impl<S: Clone + Send + Sync + 'static> Runnable for WithState<S> {
+    fn run(&self, job: Job, env: &Env) -> BoxFuture<'static, Result<(), JobError>> {
+        self.handler
+            .run(JobContext::new(job, env, self.app.clone()))
+    }
+}
+
+/// Handlers by job kind, bound to their state.
+#[derive(Clone, Default)]
+pub struct Bound(HashMap<String, Arc<dyn Runnable>>);
+
+impl Bound {
+    pub fn get(&self, kind: &str) -> Option<Arc<dyn Runnable>> {
         self.0.get(kind).cloned()
     }
 
@@ -99,18 +170,6 @@ impl Handlers {
         let mut k: Vec<String> = self.0.keys().cloned().collect();
         k.sort();
         k
-    }
-
-    /// The handlers every node has.
-    pub fn builtin() -> Handlers {
-        let mut h = Handlers::default();
-        h.register(NOOP, noop);
-        h.register(CLEANUP, cleanup);
-        crate::webhook::register(&mut h);
-        crate::provider::register(&mut h);
-        crate::sync::register(&mut h);
-        crate::publish::register(&mut h);
-        h
     }
 }
 
@@ -130,7 +189,7 @@ struct NoopPayload {
     touch_url: Option<String>,
 }
 
-async fn noop(ctx: JobContext) -> Result<(), JobError> {
+async fn noop<S>(ctx: JobContext<S>) -> Result<(), JobError> {
     let p: NoopPayload = serde_json::from_value(ctx.job.payload.clone())
         .map_err(|e| JobError::permanent(format!("invalid noop payload: {e}")))?;
     if p.sleep_ms > 0 {
@@ -141,7 +200,7 @@ async fn noop(ctx: JobContext) -> Result<(), JobError> {
     }
     if let Some(url) = p.touch_url {
         let resp = ctx
-            .app
+            .env
             .http
             .post(&url)
             .json(&serde_json::json!({ "job_id": ctx.job.id }))
@@ -164,9 +223,9 @@ const FINISHED_JOB_RETENTION_MS: i64 = 7 * 24 * 3_600_000;
 /// Processed inbound webhooks (raw bodies included) are kept this long for inspection and replay.
 const EVENT_RETENTION_MS: i64 = 30 * 24 * 3_600_000;
 
-async fn cleanup(ctx: JobContext) -> Result<(), JobError> {
-    let now = ctx.app.clock.now_ms();
-    let store = &ctx.app.store;
+async fn cleanup<S>(ctx: JobContext<S>) -> Result<(), JobError> {
+    let now = ctx.env.clock.now_ms();
+    let store = &ctx.env.store;
     let fail = |e: syncguard_store::StoreError| JobError::transient(e.to_string());
     let keys = store.purge_idempotency_keys(now).await.map_err(fail)?;
     let jobs = store

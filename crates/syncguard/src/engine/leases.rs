@@ -8,7 +8,7 @@
 //! the store cannot be reached and the lease would lapse before the next beat — is *lost*: its
 //! token is cancelled, which stops the handler before anyone else can run the job.
 
-use crate::app::App;
+use crate::env::Env;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -80,7 +80,7 @@ impl Leases {
 }
 
 /// Renews the held leases every third of the lease, until `stopped` (every result recorded).
-pub(crate) async fn heartbeat_loop(app: App, leases: Leases, stopped: CancellationToken) {
+pub(crate) async fn heartbeat_loop(app: Env, leases: Leases, stopped: CancellationToken) {
     let lease = app.config.queue.lease_ms;
     let every_ms = (lease / 3).max(100);
     let every = Duration::from_millis(every_ms as u64);

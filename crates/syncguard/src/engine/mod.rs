@@ -36,10 +36,10 @@ mod leases;
 mod run;
 mod scheduler;
 
-pub use scheduler::{all_schedules, Schedule, SCHEDULES};
+pub use scheduler::{Schedule, SCHEDULES};
 
-use crate::app::App;
-use handler::Handlers;
+use crate::env::Env;
+use handler::Bound;
 use leases::Leases;
 use run::{Done, Ended};
 use std::collections::VecDeque;
@@ -61,8 +61,14 @@ impl EngineHandle {
     }
 }
 
-/// Starts the workers and background loops of `app`.
-pub fn start(app: App, handlers: Handlers, cancel: CancellationToken) -> EngineHandle {
+/// Starts the workers and background loops on `app`: `handlers` run the jobs, `schedules` are
+/// the periodic ones (see [`scheduler`]).
+pub fn start(
+    app: Env,
+    handlers: Bound,
+    schedules: Vec<Schedule>,
+    cancel: CancellationToken,
+) -> EngineHandle {
     let handlers = Arc::new(handlers);
     let mut tasks = JoinSet::new();
     let (done_tx, done_rx) = mpsc::unbounded_channel();
@@ -96,7 +102,7 @@ pub fn start(app: App, handlers: Handlers, cancel: CancellationToken) -> EngineH
     }
     tasks.spawn(leases::heartbeat_loop(app.clone(), leases, recorded));
     tasks.spawn(rescue_loop(app.clone(), cancel.clone()));
-    tasks.spawn(scheduler::run(app.clone(), cancel.clone()));
+    tasks.spawn(scheduler::run(app.clone(), schedules, cancel.clone()));
     tasks.spawn(gauge_loop(app, cancel));
     EngineHandle { tasks }
 }
@@ -130,8 +136,8 @@ async fn shutdown_timer(
 }
 
 async fn fetch_loop(
-    app: App,
-    handlers: Arc<Handlers>,
+    app: Env,
+    handlers: Arc<Bound>,
     leases: Leases,
     done: mpsc::UnboundedSender<Done>,
     cancel: CancellationToken,
@@ -248,7 +254,7 @@ async fn fetch_loop(
 }
 
 /// Makes jobs of dead workers runnable again. Any node may do this; the update is atomic.
-async fn rescue_loop(app: App, cancel: CancellationToken) {
+async fn rescue_loop(app: Env, cancel: CancellationToken) {
     loop {
         let every = Duration::from_millis(app.settings().queue.rescue_interval_ms);
         tokio::select! {
@@ -285,13 +291,10 @@ async fn rescue_loop(app: App, cancel: CancellationToken) {
 }
 
 /// Refreshes the queue-depth gauges from the store every few seconds (never per scrape).
-pub async fn gauge_loop(app: App, cancel: CancellationToken) {
+pub async fn gauge_loop(app: Env, cancel: CancellationToken) {
     loop {
         let counts = tokio::select! {
-            c = async {
-                app.providers.refresh_gauges(&app).await;
-                app.store.job_counts().await
-            } => c,
+            c = app.store.job_counts() => c,
             _ = cancel.cancelled() => break,
         };
         match counts {

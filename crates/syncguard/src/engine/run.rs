@@ -7,9 +7,9 @@
 //! handler of this job is still running by the time anything about the job is recorded.
 
 use super::decide;
-use super::handler::{JobContext, JobError, JobHandler};
+use super::handler::{JobError, Runnable};
 use super::leases::Leases;
-use crate::app::App;
+use crate::env::Env;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use syncguard_store::queue::{Completion, Fence, Job, Outcome};
@@ -32,8 +32,8 @@ pub(crate) struct Done {
 /// Runs one job. `lost` fires when its lease is lost, `stop` when the stopping node's grace
 /// is over.
 pub(crate) async fn run_one(
-    app: &App,
-    handler: Option<Arc<dyn JobHandler>>,
+    app: &Env,
+    handler: Option<Arc<dyn Runnable>>,
     job: Job,
     lost: CancellationToken,
     stop: CancellationToken,
@@ -58,7 +58,7 @@ pub(crate) async fn run_one(
             "no handler for job kind `{kind}`"
         ))),
         Some(h) => {
-            let mut task = tokio::spawn(h.run(JobContext::new(job.clone(), app.clone())));
+            let mut task = tokio::spawn(h.run(job.clone(), app));
             let cut = tokio::select! {
                 r = &mut task => {
                     match r {
@@ -141,7 +141,7 @@ fn outcome_label(o: &Outcome) -> &'static str {
 /// its leases are no longer renewed, so they lapse and the rescuer makes the jobs run again,
 /// and the runs are counted `unrecorded`. Results are never dropped silently.
 pub(crate) async fn complete_loop(
-    app: App,
+    app: Env,
     leases: Leases,
     mut rx: mpsc::UnboundedReceiver<Done>,
     give_up: CancellationToken,

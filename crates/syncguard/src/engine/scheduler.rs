@@ -6,7 +6,7 @@
 //! the job is enqueued once. On PostgreSQL one node at a time is the scheduler, elected with an
 //! advisory lock held on a dedicated connection, so followers do not even try.
 
-use crate::app::App;
+use crate::env::Env;
 use rand::Rng;
 use std::time::Duration;
 use syncguard_store::queue::NewJob;
@@ -27,14 +27,6 @@ pub const SCHEDULES: &[Schedule] = &[Schedule {
     interval_ms: 3_600_000,
 }];
 
-/// The built-in schedules and those of every part of the engine.
-pub fn all_schedules() -> Vec<Schedule> {
-    let mut all = SCHEDULES.to_vec();
-    all.extend(crate::sync::schedules());
-    all.extend(crate::publish::schedules());
-    all
-}
-
 /// Arbitrary constant naming the scheduler-leader advisory lock.
 const LEADER_LOCK: i64 = 0x5359_4e43_5343_4844; // "SYNCSCHD"
 
@@ -46,7 +38,8 @@ pub fn slot_for(interval_ms: i64, now: i64, jitter_unit: f64) -> (i64, i64) {
     (slot, (start + jitter).max(now))
 }
 
-pub async fn run(app: App, cancel: CancellationToken) {
+/// Enqueues each of `schedules` once per slot until `cancel`.
+pub async fn run(app: Env, schedules: Vec<Schedule>, cancel: CancellationToken) {
     let mut leader: Option<syncguard_store::leader::Leadership> = None;
     loop {
         leader = match leader.take() {
@@ -73,7 +66,7 @@ pub async fn run(app: App, cancel: CancellationToken) {
         if leader.is_some() {
             // A tick against a store that hangs must not hold up a stop.
             tokio::select! {
-                _ = tick(&app) => {}
+                _ = tick(&app, &schedules) => {}
                 _ = cancel.cancelled() => break,
             }
         }
@@ -87,9 +80,9 @@ pub async fn run(app: App, cancel: CancellationToken) {
     }
 }
 
-async fn tick(app: &App) {
+async fn tick(app: &Env, schedules: &[Schedule]) {
     let now = app.clock.now_ms();
-    for s in all_schedules() {
+    for s in schedules {
         let (slot, run_at) = slot_for(s.interval_ms, now, rand::thread_rng().gen::<f64>());
         let mut job = NewJob::new(
             s.kind,

@@ -8,7 +8,7 @@
 
 use super::definition::{AuthDef, ClientAuth};
 use super::error::{excerpt, ProviderError};
-use crate::app::App;
+use super::ProviderCtx;
 use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -164,7 +164,11 @@ impl Authenticator {
 
     /// The headers for one call. `stale` is a token the provider just refused: it is not used
     /// again, a new one is fetched.
-    pub async fn apply(&self, app: &App, stale: Option<&str>) -> Result<Applied, ProviderError> {
+    pub async fn apply(
+        &self,
+        app: &ProviderCtx,
+        stale: Option<&str>,
+    ) -> Result<Applied, ProviderError> {
         let header =
             |name: &str, value: &str| -> Result<(HeaderName, HeaderValue), ProviderError> {
                 let name = HeaderName::from_bytes(name.as_bytes())
@@ -206,7 +210,7 @@ impl Authenticator {
         }
     }
 
-    async fn token(&self, app: &App, stale: Option<&str>) -> Result<String, ProviderError> {
+    async fn token(&self, app: &ProviderCtx, stale: Option<&str>) -> Result<String, ProviderError> {
         let slot = app.providers.tokens().slot(&self.fingerprint);
         let mut slot = slot.lock().await;
         if slot.token.is_none() {
@@ -250,7 +254,7 @@ impl Authenticator {
     /// Sell API's quota), and a refresh must not queue behind the calls it is about to unblock.
     async fn fetch(
         &self,
-        app: &App,
+        app: &ProviderCtx,
         refresh_token: Option<&str>,
     ) -> Result<TokenAnswer, ProviderError> {
         let AuthDef::Oauth2 {
@@ -327,7 +331,7 @@ impl Authenticator {
     /// Keeps a rotated refresh token: the old one may already be void at the provider, so
     /// losing the new one would disconnect the account. Failure is logged, not fatal: the
     /// in-memory copy still works until the node restarts.
-    async fn persist_refresh_token(&self, app: &App, rotated: &str) {
+    async fn persist_refresh_token(&self, app: &ProviderCtx, rotated: &str) {
         let result: Result<bool, String> = async {
             let store = &app.store;
             let sealed = store

@@ -9,7 +9,7 @@
 //! refreshes the `syncguard_circuit_state` gauge.
 
 use super::error::ProviderError;
-use crate::app::App;
+use super::ProviderCtx;
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 use serde_json::json;
 use std::collections::HashMap;
@@ -39,7 +39,7 @@ pub(crate) enum Ticket {
 }
 
 /// Who caused a transition, for the audit log.
-pub(crate) enum Actor<'a> {
+pub enum Actor<'a> {
     /// The breaker's own rules.
     System,
     /// An operator's API key, and the request it came with.
@@ -60,7 +60,7 @@ impl Circuit {
 
     /// Whether a call may go out now; refused calls fail as `circuit_open`, to be retried when
     /// the breaker lets a probe through (the queue does not count the attempt).
-    pub async fn admit(&self, app: &App) -> Result<Ticket, ProviderError> {
+    pub async fn admit(&self, app: &ProviderCtx) -> Result<Ticket, ProviderError> {
         let current = app
             .store
             .circuit(&self.key)
@@ -111,7 +111,7 @@ impl Circuit {
     /// probe outcomes are written at once, together with the successes waiting before them, so
     /// every decision to open sees this node's complete count. What a crash loses is a second
     /// of successes: the breaker errs towards opening, never towards staying closed.
-    pub async fn record(&self, app: &App, ticket: Ticket, outcome: Outcome) {
+    pub async fn record(&self, app: &ProviderCtx, ticket: Ticket, outcome: Outcome) {
         if ticket == Ticket::Normal && outcome == Outcome::Ignored {
             // Nothing to count: ignored outcomes only matter to half-open probes.
             return;
@@ -154,7 +154,7 @@ impl Circuit {
     /// state after it.
     pub async fn force(
         &self,
-        app: &App,
+        app: &ProviderCtx,
         mode: ForceMode,
         actor: Actor<'_>,
     ) -> Result<(Option<Transition>, BreakerState), syncguard_store::StoreError> {
@@ -192,7 +192,7 @@ impl Circuit {
 }
 
 /// Logs, counts, audits and re-gauges one transition.
-async fn transitioned(app: &App, c: &Circuit, t: Transition, actor: Actor<'_>) {
+async fn transitioned(app: &ProviderCtx, c: &Circuit, t: Transition, actor: Actor<'_>) {
     let (from, to, reason) = (t.from.as_str(), t.to.as_str(), t.reason.as_str());
     app.providers
         .circuits()

@@ -10,7 +10,7 @@ use super::definition::{ProviderDef, ResourceDef, WriteDef};
 use super::error::{classify, excerpt, ProviderError, EXCERPT_CHARS};
 use super::limiter::LimiterHandle;
 use super::paginate::{self, Page, Target};
-use crate::app::App;
+use super::ProviderCtx;
 use crate::egress::{read_limited, refused_in, ReadError, Refused};
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
@@ -30,7 +30,7 @@ const DEFAULT_429_BACKOFF_MS: u64 = 1_000;
 /// A connection's handle on its provider's API. Cheap to keep for the length of a job; build one
 /// with [`super::ProviderState::client`].
 pub struct ProviderClient {
-    pub(crate) app: App,
+    pub(crate) app: ProviderCtx,
     pub(crate) def: Arc<ProviderDef>,
     pub(crate) connection_id: String,
     /// The definition's base URL or the connection's `config.base_url`, without a trailing `/`.

@@ -7,14 +7,17 @@
 
 use super::auth::Credentials;
 use super::error::ProviderError;
-use crate::app::App;
+use super::ProviderCtx;
 use serde::Serialize;
 use syncguard_core::seal::Sealer;
 use syncguard_store::connections::SealedSecrets;
 use syncguard_store::{Millis, Store, StoreError};
 
 /// Opens a connection's credentials (an empty set when it has none).
-pub(crate) async fn open(app: &App, connection_id: &str) -> Result<Credentials, ProviderError> {
+pub(crate) async fn open(
+    app: &ProviderCtx,
+    connection_id: &str,
+) -> Result<Credentials, ProviderError> {
     let sealed = app
         .store
         .connection_secrets(connection_id)

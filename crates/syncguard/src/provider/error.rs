@@ -1,8 +1,8 @@
-//! Errors of provider calls, already sorted into the queue's classes (SPEC §3.1), so a job
-//! handler can hand one to the queue as it is: `Err(provider_error.into())`.
+//! Errors of provider calls, already sorted into the queue's classes (SPEC §3.1). The provider
+//! client knows no job: the services turn a [`ProviderError`] into a job outcome (see
+//! `services::jobs`).
 
 use super::definition::ProviderDef;
-use crate::engine::handler::JobError;
 use syncguard_core::class::ErrorClass;
 
 /// A failed provider call. The message names what failed and never carries a credential; a
@@ -54,17 +54,6 @@ impl ProviderError {
     /// A store failure met on the way (limiter, breaker, credentials): the call can be retried.
     pub fn store(e: syncguard_store::StoreError) -> ProviderError {
         ProviderError::transient(format!("store: {e}"))
-    }
-}
-
-impl From<ProviderError> for JobError {
-    fn from(e: ProviderError) -> JobError {
-        JobError {
-            class: e.class,
-            message: e.message,
-            retry_after_ms: e.retry_after_ms,
-            snooze_ms: None,
-        }
     }
 }
 

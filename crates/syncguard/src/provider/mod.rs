@@ -59,9 +59,8 @@
 //! - `api`: `GET /v1/providers`, `GET /v1/circuits`, `POST /v1/circuits/{key}/force`.
 //! - `credentials`: sealing at rest and key rotation.
 
-mod api;
 mod auth;
-mod circuit;
+pub mod circuit;
 mod client;
 pub mod credentials;
 pub mod definition;
@@ -75,22 +74,34 @@ pub use client::{ProviderClient, WriteOutcome};
 pub use error::{excerpt, ProviderError};
 pub use paginate::Page;
 
-use crate::app::App;
 use crate::config::Config;
 use crate::egress::Egress;
-use crate::engine::handler::Handlers;
+use crate::env::Env;
 use definition::{EventRule, ProviderDef, RateLimitDef, WebhookDef};
 use load::Loaded;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 use syncguard_core::breaker::{BreakerConfig, CircuitState, CircuitView};
+use syncguard_core::breaker::{BreakerState, ForceMode, Transition};
 use syncguard_store::connections::Connection;
 use syncguard_store::provider_state::circuit_key;
-use utoipa_axum::router::OpenApiRouter;
 
-pub use api::CircuitItem;
+/// What the provider client's parts work with: the node's infrastructure and the provider state.
+#[derive(Clone)]
+pub(crate) struct ProviderCtx {
+    env: Env,
+    pub(crate) providers: Arc<ProviderState>,
+}
+
+impl std::ops::Deref for ProviderCtx {
+    type Target = Env;
+    fn deref(&self) -> &Env {
+        &self.env
+    }
+}
 
 /// Provider definitions, limiters, breakers and token caches, for the life of the node.
 pub struct ProviderState {
@@ -209,8 +220,8 @@ impl ProviderState {
     /// A client for `connection`'s provider API: opens its credentials and binds it to its
     /// credential's limiter and its own breaker.
     pub async fn client(
-        &self,
-        app: &App,
+        self: &Arc<Self>,
+        app: &Env,
         connection: &Connection,
     ) -> Result<ProviderClient, ProviderError> {
         let loaded = self.defs.get(&connection.provider).ok_or_else(|| {
@@ -234,7 +245,11 @@ impl ProviderState {
             ProviderError::permanent(format!("connection {}: base URL {e}", connection.id))
         })?;
         let base_url = base.trim_end_matches('/').to_string();
-        let creds = credentials::open(app, &connection.id).await?;
+        let ctx = ProviderCtx {
+            env: app.clone(),
+            providers: self.clone(),
+        };
+        let creds = credentials::open(&ctx, &connection.id).await?;
         let fingerprint = creds.fingerprint(&def.name);
         let rate = limit_for(&def, &connection.config)
             .map_err(ProviderError::permanent)?
@@ -265,7 +280,7 @@ impl ProviderState {
                 provider: def.name.clone(),
                 cfg: breaker,
             },
-            app: app.clone(),
+            app: ctx,
             connection_id: connection.id.clone(),
             base_url,
             timeout,
@@ -276,8 +291,8 @@ impl ProviderState {
     /// [`ProviderState::client`] for a connection id (any tenant: for jobs, which are already
     /// scoped by the queue).
     pub async fn client_by_id(
-        &self,
-        app: &App,
+        self: &Arc<Self>,
+        app: &Env,
         connection_id: &str,
     ) -> Result<ProviderClient, ProviderError> {
         let connection = app
@@ -300,7 +315,7 @@ impl ProviderState {
     /// The breaker of `connection` as the API shows it (`{state, forced, failures, opened_at}`).
     pub async fn circuit_status(
         &self,
-        app: &App,
+        app: &Env,
         connection: &Connection,
     ) -> Result<CircuitView, syncguard_store::StoreError> {
         let machine = app
@@ -315,14 +330,43 @@ impl ProviderState {
     /// The breaker tunables of a connection (its definition's, with its config's overrides; the
     /// definition's alone when the overrides are unusable).
     pub fn breaker_config(&self, connection: &Connection) -> BreakerConfig {
-        match self.get(&connection.provider) {
-            Some(def) => breaker_for(def, &connection.config).unwrap_or(def.circuit),
+        self.breaker_of(&connection.provider, &connection.config)
+    }
+
+    /// [`ProviderState::breaker_config`] for a provider name and a connection config.
+    pub fn breaker_of(&self, provider: &str, config: &Value) -> BreakerConfig {
+        match self.get(provider) {
+            Some(def) => breaker_for(def, config).unwrap_or(def.circuit),
             None => BreakerConfig::default(),
         }
     }
 
+    /// An operator's override of `connection`'s breaker (`circuit_key` names it), audited as
+    /// `actor`'s. Returns the transition (none when already in that mode) and the state after.
+    pub async fn force_circuit(
+        self: &Arc<Self>,
+        app: &Env,
+        connection: &Connection,
+        key: String,
+        mode: ForceMode,
+        actor: circuit::Actor<'_>,
+    ) -> Result<(Option<Transition>, BreakerState), syncguard_store::StoreError> {
+        let circuit = circuit::Circuit {
+            key,
+            tenant_id: connection.tenant_id.clone(),
+            connection_id: connection.id.clone(),
+            provider: connection.provider.clone(),
+            cfg: self.breaker_config(connection),
+        };
+        let ctx = ProviderCtx {
+            env: app.clone(),
+            providers: self.clone(),
+        };
+        circuit.force(&ctx, mode, actor).await
+    }
+
     /// Recounts `syncguard_circuit_state` from the store, so that it shows the whole cluster.
-    pub async fn refresh_gauges(&self, app: &App) {
+    pub async fn refresh_gauges(&self, app: &Env) {
         match app.store.circuit_counts().await {
             Ok(counts) => {
                 let gauge = &self.circuits.state;
@@ -460,15 +504,6 @@ fn breaker_for(def: &ProviderDef, config: &Value) -> Result<BreakerConfig, Strin
         .map_err(|e| format!("field `{key}.{}`: {}", e.field, e.reason))?;
     Ok(cfg)
 }
-
-/// Routes of the provider layer (`/v1/providers`, `/v1/circuits`), merged into the main router.
-pub fn routes() -> OpenApiRouter<App> {
-    api::routes()
-}
-
-/// Job handlers of the provider layer: none. Provider calls are made by the sync, publish and
-/// reconcile handlers through [`ProviderClient`].
-pub fn register(_handlers: &mut Handlers) {}
 
 #[cfg(test)]
 mod tests;

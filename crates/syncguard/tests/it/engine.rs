@@ -4,8 +4,8 @@ use crate::helpers::*;
 use serde_json::json;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use syncguard::app::Handlers;
 use syncguard::clock::ManualClock;
-use syncguard::engine::handler::Handlers;
 use syncguard_store::queue::{JobState, NewJob};
 use syncguard_store::Backend;
 

@@ -4,8 +4,9 @@ use crate::helpers::*;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
+use syncguard::app::{Handlers, JobContext};
 use syncguard::clock::SystemClock;
-use syncguard::engine::handler::{Handlers, JobContext, JobError};
+use syncguard::engine::handler::JobError;
 use syncguard_store::queue::{JobState, NewJob};
 use syncguard_store::{Backend, Scope};
 

@@ -6,9 +6,10 @@ use serde_json::json;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use syncguard::app::{Handlers, JobContext};
 use syncguard::clock::SystemClock;
 use syncguard::config::KindConfig;
-use syncguard::engine::handler::{Handlers, JobContext, JobError};
+use syncguard::engine::handler::JobError;
 use syncguard_store::queue::{JobState, NewJob};
 use syncguard_store::{Backend, Scope};
 

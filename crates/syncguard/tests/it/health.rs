@@ -5,8 +5,8 @@ use crate::helpers::*;
 use crate::sync::{backfilled, mock, tenant, trackstar};
 use serde_json::{json, Value};
 use std::time::Duration;
+use syncguard::app::{Handlers, JobContext};
 use syncguard::clock::{ManualClock, SystemClock};
-use syncguard::engine::handler::{Handlers, JobContext};
 use syncguard_store::Backend;
 
 crate::on_both_stores!(
@@ -43,7 +43,9 @@ async fn status_follows_the_sync_lag_thresholds_on_an_injected_clock(backend: Ba
         (901, "unhealthy"),
     ] {
         clock.set(start + after_s * 1_000);
-        syncguard::health::refresh(&app.app).await.unwrap();
+        syncguard::services::health::refresh(&app.app)
+            .await
+            .unwrap();
         let h = connection_health(&app, &admin, &id).await;
         assert_eq!(
             (h["status"].as_str(), h["sync_lag_s"].as_f64()),
@@ -104,7 +106,9 @@ async fn status_follows_the_sync_lag_thresholds_on_an_injected_clock(backend: Ba
     // A paused connection is behind on purpose: its lag is shown, not held against it.
     let (s, _) = crate::sync::patch(&app, &admin, &id, json!({ "status": "paused" })).await;
     assert_eq!(s, 200);
-    syncguard::health::refresh(&app.app).await.unwrap();
+    syncguard::services::health::refresh(&app.app)
+        .await
+        .unwrap();
     let h = connection_health(&app, &admin, &id).await;
     assert_eq!(
         (h["status"].as_str(), h["connection_status"].as_str()),
@@ -132,7 +136,9 @@ async fn views_are_scoped_to_what_the_key_may_see(backend: Backend) {
         assert_eq!(s, 201, "{c}");
         ids.push(c["id"].as_str().unwrap().to_string());
     }
-    syncguard::health::refresh(&app.app).await.unwrap();
+    syncguard::services::health::refresh(&app.app)
+        .await
+        .unwrap();
     let ids_of = |v: &Value| -> Vec<String> {
         v["connections"]
             .as_array()
@@ -195,7 +201,9 @@ async fn health_answers_from_memory_when_the_store_is_gone(backend: Backend) {
         .await;
     assert_eq!(s, 201, "{c}");
     let id = c["id"].as_str().unwrap();
-    syncguard::health::refresh(&app.app).await.unwrap();
+    syncguard::services::health::refresh(&app.app)
+        .await
+        .unwrap();
     let (s, before) = app.get("/v1/health", &admin).await;
     assert_eq!(
         (s, &before["aggregate"]["total"]),
@@ -219,7 +227,9 @@ async fn health_answers_from_memory_when_the_store_is_gone(backend: Backend) {
     }
     assert_eq!(connection_health(&app, &admin, id).await["id"], id);
     assert!(
-        syncguard::health::refresh(&app.app).await.is_err(),
+        syncguard::services::health::refresh(&app.app)
+            .await
+            .is_err(),
         "a refresh fails and keeps the snapshot"
     );
     assert_eq!(app.get("/v1/health", &admin).await.0, 200);

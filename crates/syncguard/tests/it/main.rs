@@ -5,12 +5,14 @@ mod helpers;
 
 mod api;
 mod api_audit;
+mod api_conventions;
 mod api_idempotency;
 mod api_scope;
 mod engine;
 mod fairness;
 mod fencing;
 mod health;
+mod layers;
 mod outage;
 mod process;
 mod provider;

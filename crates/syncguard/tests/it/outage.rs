@@ -16,9 +16,9 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use syncguard::app::Handlers;
 use syncguard::app::{bootstrap_key_from, Bootstrap};
 use syncguard::clock::SystemClock;
-use syncguard::engine::handler::Handlers;
 use syncguard_core::signature::sign_standard;
 use syncguard_store::testkit;
 use syncguard_store::Backend;
@@ -463,7 +463,7 @@ async fn reads_trust_a_verified_key_for_the_ttl_and_writes_never(backend: Backen
     let cached = app
         .app
         .api_keys
-        .get(&hash, syncguard::api::key_cache::Freshness::WithinTtl)
+        .get(&hash, syncguard::services::key_cache::Freshness::WithinTtl)
         .expect("verified and cached");
     app.db
         .store

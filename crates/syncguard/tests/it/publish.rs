@@ -126,7 +126,7 @@ pub async fn published(url: &str, key: &str, connection: &str, sku: &str, hash: 
 pub fn mock_item(mock: &MockHandle, sku: &str, like: &Value) -> Option<Value> {
     mock.state()
         .inventory_item(sku)
-        .map(|r| syncguard::publish::classify::project(&r, like))
+        .map(|r| syncguard::services::publish::classify::project(&r, like))
 }
 
 /// A counter of the app's `/metrics`, summed over series whose labels include `labels`.

@@ -417,7 +417,7 @@ pub async fn publishes(
         }
         let at_provider = remote
             .get(sku)
-            .map(|r| crate::publish::classify::project(r, &desired["data"]));
+            .map(|r| crate::services::publish::classify::project(r, &desired["data"]));
         if at_provider.as_ref() != Some(&desired["data"]) {
             differ.push(sku.clone());
         }

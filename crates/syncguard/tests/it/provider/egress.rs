@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use syncguard::app::App;
+use syncguard::app::Handlers;
 use syncguard::clock::SystemClock;
 use syncguard::config::{Config, Environment};
-use syncguard::engine::handler::Handlers;
 use syncguard_core::class::ErrorClass;
 use syncguard_store::Backend;
 
@@ -384,7 +384,7 @@ async fn external_ids_stay_in_their_path_segment(backend: Backend) {
     let job = syncguard_store::queue::NewJob {
         connection_id: Some(id.clone()),
         ..syncguard_store::queue::NewJob::new(
-            syncguard::webhook::REFETCH_KIND,
+            syncguard::services::webhook::REFETCH_KIND,
             json!({"connection_id": id, "resource": "items", "external_id": ".."}),
         )
     };

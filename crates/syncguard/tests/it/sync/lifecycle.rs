@@ -4,9 +4,9 @@
 
 use super::*;
 use crate::webhook::{deliver, standard_headers, SECRET};
+use syncguard::app::JobContext;
 use syncguard::clock::{Clock, ManualClock};
-use syncguard::engine::handler::JobContext;
-use syncguard::sync::tick::run_tick;
+use syncguard::services::sync::tick::run_tick;
 use syncguard_mock::FaultsPatch;
 use syncguard_store::queue::{JobFilter, JobState};
 
@@ -88,11 +88,11 @@ async fn pause_stops_scheduling_and_resume_syncs_at_once(backend: Backend) {
         .await
         .unwrap()
         .unwrap();
-    let job = syncguard::sync::sync_job(
+    let job = syncguard::services::sync::sync_job(
         &app.app,
         &conn,
         "orders",
-        syncguard::sync::Reason::Schedule,
+        syncguard::services::sync::Reason::Schedule,
         false,
     );
     let queued = app.db.store.enqueue(&job, clock.now_ms()).await.unwrap();

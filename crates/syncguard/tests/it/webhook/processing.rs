@@ -4,7 +4,7 @@
 
 use super::*;
 use std::collections::HashMap;
-use syncguard::engine::handler::Handlers;
+use syncguard::app::Handlers;
 use syncguard_store::queue::Job;
 
 crate::on_both_stores!(
@@ -168,7 +168,10 @@ async fn id_only_events_enqueue_one_refetch(backend: Backend) {
     let clock = std::sync::Arc::new(syncguard::clock::SystemClock);
     // Without the refetch handler, the refetch jobs wait to be looked at.
     let mut handlers = Handlers::default();
-    handlers.register("webhook.process", syncguard::webhook::process::process);
+    handlers.register(
+        "webhook.process",
+        syncguard::services::webhook::process::process,
+    );
     let app =
         TestApp::spawn_with(backend, |c| c.provider_files = vec![path], clock, handlers).await;
     let (_t, admin) = app.tenant_with_key("acme", "admin").await;

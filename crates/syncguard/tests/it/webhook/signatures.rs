@@ -2,8 +2,8 @@
 //! that stores nothing; rotation windows; unsigned deliveries outside production only.
 
 use super::*;
+use syncguard::app::Handlers;
 use syncguard::config::Environment;
-use syncguard::engine::handler::Handlers;
 use syncguard_core::signature::{
     generate_standard_keypair, sign_github, sign_hmac, sign_shopify, sign_standard_ed25519,
     sign_stripe, Encoding,
