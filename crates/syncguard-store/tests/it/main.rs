@@ -11,6 +11,7 @@ mod provider_state;
 mod publish;
 mod queue;
 mod records;
+mod schema;
 
 /// Declares each listed `async fn name(db: TestDb)` as two tests, `sqlite::name` and
 /// `postgres::name`, each on a fresh migrated store.
