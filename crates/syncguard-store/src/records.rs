@@ -9,7 +9,7 @@
 //! multi-row statements for the records and the changes. A sync page of a thousand objects is
 //! a handful of statements, not three thousand. [`apply_on`] runs a batch inside a caller's
 //! transaction, which is how a sync page and its checkpoint commit together
-//! (`crate::checkpoints`).
+//! (see the `checkpoints` module).
 //!
 //! Change sequence numbers are the feed's cursor, so they must become visible in order. On
 //! PostgreSQL concurrent transactions could commit a higher `seq` before a lower one and a

@@ -7,6 +7,7 @@ mod connections;
 mod events;
 mod fairness;
 mod fencing;
+mod modules;
 mod provider_state;
 mod publish;
 mod queue;
