@@ -281,14 +281,6 @@ impl Store {
         &self.url_redacted
     }
 
-    /// The PostgreSQL pool, for features only PostgreSQL has (advisory locks, LISTEN/NOTIFY).
-    pub fn pg_pool(&self) -> Option<&PgPool> {
-        match &self.pools {
-            Pools::Postgres(p) => Some(p),
-            Pools::Sqlite { .. } => None,
-        }
-    }
-
     /// A cheap round trip, for `/readyz`.
     pub async fn ping(&self) -> Result<()> {
         on_reader!(self, p => {

@@ -9,6 +9,7 @@
 
 use crate::queue::JobState;
 use crate::row::{DbRow, FromDbRow, RowResult};
+use crate::sql::placeholder;
 use crate::{on_reader, Millis, Result, Store};
 
 /// What health needs of one checkpoint.
@@ -87,7 +88,7 @@ impl Store {
         let longest = windows_ms.iter().copied().max().unwrap_or(0);
         let mut sums = Vec::new();
         for (i, _) in windows_ms.iter().enumerate() {
-            let from = format!("${}", i + 2);
+            let from = placeholder(i + 2);
             sums.push(format!(
                 "CAST(SUM(CASE WHEN minute >= {from} THEN ok ELSE 0 END) AS BIGINT) AS ok{i},
                  CAST(SUM(CASE WHEN minute >= {from} THEN failed ELSE 0 END) AS BIGINT) AS failed{i}"
