@@ -4,6 +4,7 @@ mod access;
 mod bootstrap;
 mod checkpoints;
 mod connections;
+mod dead_letters;
 mod events;
 mod fairness;
 mod fencing;
