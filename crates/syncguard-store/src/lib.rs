@@ -13,6 +13,7 @@
 //! - [`connections`]: connections and their sealed secrets.
 //! - [`events`]: inbound webhook events.
 //! - [`provider_state`]: shared rate-limiter and circuit-breaker state.
+//! - [`limiter`]: where a rate limiter's state lives on each backend (shared row or this process).
 //! - [`idempotency`]: stored responses for the `Idempotency-Key` header.
 //! - [`checkpoints`]: per (connection, resource) sync cursors.
 //! - [`publish`]: desired state, snapshots and drift events.
@@ -31,6 +32,7 @@ pub mod connections;
 pub mod events;
 pub mod idempotency;
 pub mod leader;
+pub mod limiter;
 pub mod migrate;
 pub mod page;
 pub mod provider_state;
@@ -141,6 +143,8 @@ pub struct Store {
     /// in between, and its readers serve the probe).
     probe: Option<std::sync::Arc<reachability::PgProbe>>,
     reachability: std::sync::Arc<reachability::Reachability>,
+    /// This process's part of the rate limiters (all of them on SQLite), shared by clones.
+    limiters: std::sync::Arc<limiter::LocalLimiters>,
 }
 
 /// Which rows a caller may see: one tenant, all of them (platform keys, system work), or none
@@ -266,6 +270,7 @@ impl Store {
             fence: None,
             probe,
             reachability: Default::default(),
+            limiters: Default::default(),
         })
     }
 
