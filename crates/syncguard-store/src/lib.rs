@@ -309,6 +309,13 @@ impl Store {
     }
 }
 
+/// A new id for a row the store creates, made for `now` (the caller's clock) and sorting in the
+/// order this process made them.
+pub(crate) fn new_id(prefix: &str, now: Millis) -> String {
+    static IDS: syncguard_core::ids::IdGen = syncguard_core::ids::IdGen::new();
+    IDS.next(prefix, now, rand::random())
+}
+
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
 pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {

@@ -186,7 +186,11 @@ mod tests {
     #[test]
     fn event_id_floors_sort_with_real_ids() {
         let at = 1_700_000_000_000;
-        let id = syncguard_core::ids::new_id("evt");
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let id = syncguard_core::ids::new_id("evt", wall, rand::random());
         assert!(
             super::event_id_floor(at) < id,
             "ids made now sort after a floor in the past"

@@ -9,6 +9,7 @@
 //! Provider hints (`Retry-After`, `x-rate-limit-*`) are handed to the store as they arrive.
 
 use super::error::ProviderError;
+use crate::clock::wall_ms;
 use prometheus::{IntCounterVec, Opts, Registry};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -177,13 +178,4 @@ impl Limiters {
             .expect("limiter lock")
             .insert(key.to_string(), seen);
     }
-}
-
-/// The wall clock, not the app's clock: limiter waits are real sleeps against a real provider,
-/// so a test's frozen clock must not freeze them.
-fn wall_ms() -> Millis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as Millis)
-        .unwrap_or(0)
 }
