@@ -13,7 +13,7 @@
 //! ranked. On PostgreSQL the picked rows are then locked `SKIP LOCKED`, so concurrent claimers
 //! never take the same job (one that loses the race on a row simply gets fewer jobs).
 
-use super::{Job, JOB_COLUMNS};
+use super::{relaxed_commit, Job, JOB_COLUMNS};
 use crate::row::{FromDbRow, RowResult};
 use crate::{on_writer, Backend, Millis, Result, Store};
 
@@ -181,12 +181,7 @@ impl Store {
             }
             let rows = if backend == Backend::Postgres {
                 let mut tx = p.begin().await?;
-                // As `relaxed_commit!`, and with the plan prepared once per connection: planning
-                // this statement afresh at every claim (PostgreSQL's default for a statement
-                // with parameters) cost more than running it.
-                sqlx::query("SELECT set_config('synchronous_commit', 'off', true), set_config('plan_cache_mode', 'force_generic_plan', true)")
-                    .execute(&mut *tx)
-                    .await?;
+                relaxed_commit!(backend, tx);
                 let rows = q.fetch_all(&mut *tx).await?;
                 tx.commit().await?;
                 rows

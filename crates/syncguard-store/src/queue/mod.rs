@@ -270,6 +270,8 @@ macro_rules! relaxed_commit {
     };
 }
 
+pub(crate) use relaxed_commit;
+
 pub(crate) const INSERT_JOB: &str = "INSERT INTO jobs (tenant_id, connection_id, kind, payload, state, priority, attempts, max_attempts, run_at, created_at, updated_at, unique_key, debounce_ms, correlation_id, replayed_from)
      VALUES ($1, $2, $3, $4, 'available', $5, 0, $6, $7, $8, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING RETURNING id";
 
