@@ -20,6 +20,7 @@
 //! - [`breaker`]: circuit breaker state machine.
 //! - [`limiter`]: GCRA rate-limit math and provider hint parsing.
 //! - [`seal`]: AEAD sealing of secrets at rest, with key ids for rotation.
+//! - [`time`]: RFC 3339 and HTTP dates to and from Unix milliseconds.
 //!
 //! This crate must not touch the network, the file system, the store or the wall clock.
 
@@ -35,6 +36,7 @@ pub mod redact;
 pub mod role;
 pub mod seal;
 pub mod signature;
+pub mod time;
 
 /// Milliseconds since the Unix epoch: the one time unit stored and passed around.
 pub type Millis = i64;

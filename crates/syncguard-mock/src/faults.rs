@@ -1,23 +1,15 @@
 //! Fault injection on the provider API routes: errors, latency, timeouts, outages, 429 storms
-//! and schema drift, all changeable at run time through `/_mock/faults` or [`MockState`].
+//! and schema drift, all changeable at run time through `/_mock/faults` or [`crate::MockState`].
 //!
 //! The decision is made per request from the current settings ([`Faults::plan`]), then the
-//! middleware ([`inject`]) sleeps and/or answers in the route's provider style.
+//! middleware (`inject_faults` in the `middleware` module) sleeps and/or answers in the route's provider style.
 
 use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::http::StatusCode;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
-
-use crate::http::Flavor;
-use crate::limiter::{ceil_secs, Quota};
-use crate::state::MockState;
-use crate::stats::bump;
 
 /// A change to the fault settings: every field optional, an absent field keeps its value.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -197,52 +189,6 @@ impl Faults {
             injected,
         }
     }
-}
-
-/// Middleware on the provider routes: applies latency and injected answers.
-pub(crate) async fn inject(State(state): State<MockState>, req: Request, next: Next) -> Response {
-    let flavor = Flavor::of_path(req.uri().path());
-    let plan = state.fault_plan();
-    if !plan.latency.is_zero() && !state.sleep(plan.latency).await {
-        return stopping(flavor);
-    }
-    let Some(injected) = plan.injected else {
-        return next.run(req).await;
-    };
-    bump(&state.counters().faults_injected);
-    match injected {
-        Injected::Outage(left) => {
-            let mut resp = flavor.error(StatusCode::SERVICE_UNAVAILABLE, "injected outage");
-            if let Ok(v) = HeaderValue::from_str(&ceil_secs(left).max(1).to_string()) {
-                resp.headers_mut().insert("retry-after", v);
-            }
-            resp
-        }
-        Injected::Storm(left) => {
-            let mut resp = flavor.error(StatusCode::TOO_MANY_REQUESTS, "injected rate limit storm");
-            let (_, burst) = state.rate_limit();
-            let quota = Quota {
-                limit: burst,
-                remaining: 0,
-                reset: left,
-                retry_after: Some(left),
-            };
-            quota.apply(resp.headers_mut());
-            resp
-        }
-        Injected::Timeout(hold) => {
-            if !state.sleep(hold).await {
-                return stopping(flavor);
-            }
-            flavor.error(StatusCode::GATEWAY_TIMEOUT, "injected timeout")
-        }
-        Injected::Error(status) => flavor.error(status, "injected fault"),
-    }
-}
-
-/// The answer to a request held by a fault when the server shuts down.
-fn stopping(flavor: Flavor) -> Response {
-    flavor.error(StatusCode::SERVICE_UNAVAILABLE, "mock shutting down")
 }
 
 #[cfg(test)]

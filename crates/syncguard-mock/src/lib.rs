@@ -55,6 +55,8 @@
 //! - `wms`, `ebay`: the two provider APIs.
 //! - `limiter`, `faults`, `stats`: per-token GCRA, fault injection, counters.
 //! - `webhook`: the signed webhook emitter.
+//! - `tasks`: the background mutation driver and webhook dispatcher.
+//! - `middleware`: fault injection and the rate limit, shared by both provider APIs.
 //! - `control`, `routes`: `/_mock/*` handlers and the router assembly.
 
 #![forbid(unsafe_code)]
@@ -66,12 +68,14 @@ mod ebay;
 mod faults;
 mod http;
 mod limiter;
+mod middleware;
 mod mutation;
 mod routes;
 mod seed;
 pub mod state;
 mod stats;
 mod store;
+mod tasks;
 mod webhook;
 mod wms;
 
@@ -164,8 +168,8 @@ pub async fn serve_with_state(
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     state.set_base_url(format!("http://{addr}"));
-    let driver = tokio::spawn(mutation::run_driver(state.clone()));
-    let emitter = tokio::spawn(webhook::run_dispatcher(state.clone()));
+    let driver = tokio::spawn(tasks::run_mutation_driver(state.clone()));
+    let emitter = tokio::spawn(tasks::run_webhook_dispatcher(state.clone()));
 
     let app = routes::router(state.clone());
     let on_shutdown = state.clone();

@@ -1,21 +1,16 @@
-//! Changes to WMS records: what one random mutation does, the explicit mutations tests ask for,
-//! and the background driver that applies them at a set rate.
+//! Changes to WMS records: what one random mutation does and the explicit mutations tests ask
+//! for (the background driver that applies them at a set rate is in the `tasks` module).
 //!
 //! Every mutation bumps `updated_date` to now (strictly increasing per record) and yields a
 //! [`Mutation`] from which the webhook emitter builds a Trackstar-shaped event.
-
-use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
-use tokio::sync::watch;
-use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::config::MockConfig;
 use crate::seed;
-use crate::state::MockState;
 use crate::store::{Resource, WmsStore};
 
 /// What a mutation did to its record.
@@ -263,55 +258,6 @@ fn advance_inbound(obj: &mut Map<String, Value>, rng: &mut StdRng) {
         _ => {
             let warehouse = seed::pick(rng, seed::WAREHOUSES);
             obj.insert("putaway_warehouse_id".into(), json!(warehouse));
-        }
-    }
-}
-
-/// How often the driver wakes; mutations due in between are applied together.
-const DRIVER_TICK: Duration = Duration::from_millis(20);
-
-/// Applies random mutations at the rate last set through [`MockState::set_mutation_rate`],
-/// until the server stops.
-pub(crate) async fn run_driver(state: MockState) {
-    let mut rate_rx = state.mutation_rate();
-    loop {
-        let rate = *rate_rx.borrow_and_update();
-        if rate > 0.0 {
-            drive_at(&state, rate, &mut rate_rx).await;
-        } else {
-            tokio::select! {
-                changed = rate_rx.changed() => if changed.is_err() { return },
-                () = state.stopped() => return,
-            }
-        }
-        if state.is_stopped() {
-            return;
-        }
-    }
-}
-
-/// Mutates at `rate` per second until the rate changes or the server stops.
-async fn drive_at(state: &MockState, rate: f64, rate_rx: &mut watch::Receiver<f64>) {
-    let mut tick = tokio::time::interval(DRIVER_TICK);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut credit = 0.0;
-    let mut last = Instant::now();
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                let now = Instant::now();
-                // Never more than a second's worth at once, so a stalled runtime does not
-                // come back with a burst.
-                credit = (credit + rate * (now - last).as_secs_f64()).min(rate.max(1.0));
-                last = now;
-                let due = credit.floor();
-                credit -= due;
-                if due >= 1.0 {
-                    state.mutate(due as usize);
-                }
-            }
-            _ = rate_rx.changed() => return,
-            () = state.stopped() => return,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Router assembly and the middleware shared by both provider APIs.
+//! Router assembly.
 //!
 //! Layering, outermost first: request counting (provider routes only) → fault injection →
 //! the provider's own auth → the token's rate-limit bucket → the handler. Faults come before
@@ -9,17 +9,16 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::Router;
-use tokio::time::Instant;
 
-use crate::http::{control_error, Flavor};
+use crate::http::control_error;
+use crate::middleware::inject_faults;
 use crate::state::MockState;
-use crate::stats::bump;
-use crate::{control, ebay, faults, wms};
+use crate::{control, ebay, wms};
 
 pub(crate) fn router(state: MockState) -> Router {
-    let provider = wms::routes(&state).merge(ebay::routes(&state)).route_layer(
-        middleware::from_fn_with_state(state.clone(), faults::inject),
-    );
+    let provider = wms::routes(&state)
+        .merge(ebay::routes(&state))
+        .route_layer(middleware::from_fn_with_state(state.clone(), inject_faults));
     Router::new()
         .merge(provider)
         .merge(control::routes())
@@ -46,25 +45,5 @@ async fn count_request(State(state): State<MockState>, req: Request, next: Next)
     state
         .counters()
         .record_request(endpoint, resp.status().as_u16());
-    resp
-}
-
-/// Takes one request from `bucket`: on success runs the handler and adds the `x-rate-limit-*`
-/// headers; beyond the limit answers 429 in `flavor`'s style and counts a violation.
-pub(crate) async fn rate_limited(
-    state: &MockState,
-    bucket: &str,
-    flavor: Flavor,
-    req: Request,
-    next: Next,
-) -> Response {
-    let quota = state.limiter().check(bucket, Instant::now());
-    let mut resp = if quota.retry_after.is_some() {
-        bump(&state.counters().rate_limit_violations);
-        flavor.error(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded")
-    } else {
-        next.run(req).await
-    };
-    quota.apply(resp.headers_mut());
     resp
 }

@@ -12,11 +12,11 @@ use tokio::time::Instant;
 
 use crate::clock::now_ms;
 use crate::config::MockConfig;
-use crate::ebay::store::EbayStore;
 use crate::faults::{Faults, FaultsPatch, FaultsView, Plan};
 use crate::limiter::Limiter;
 use crate::mutation::{Mutation, Wms};
 use crate::stats::{Counters, Stats};
+use crate::store::ebay::EbayStore;
 use crate::store::Resource;
 use crate::webhook::{Emitter, WebhookConfig};
 

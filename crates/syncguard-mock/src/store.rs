@@ -10,6 +10,8 @@
 //! Listings idle for [`LISTING_IDLE_MS`] are forgotten; a token of a forgotten listing still
 //! works, as plain keyset pagination (at-least-once).
 
+pub(crate) mod ebay;
+
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
 

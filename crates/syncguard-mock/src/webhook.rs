@@ -1,29 +1,24 @@
 //! The webhook emitter: Trackstar-shaped events, signed with Standard Webhooks (Svix) headers,
 //! posted to a target URL with optional duplicates, reordering and retries.
 //!
-//! Mutations enqueue messages; one dispatcher task drains the queue in small batches. Within a
+//! Mutations enqueue messages; one dispatcher task (in the `tasks` module) drains the queue in small batches. Within a
 //! batch a duplicate (same id and body, re-signed with a fresh timestamp as a real retry would
 //! be) may be added and, with `reorder`, the batch is shuffled. A failed first attempt is
 //! retried in its own task with exponential backoff so one bad delivery does not hold up the
 //! rest.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::body::Bytes;
 use rand::distributions::Alphanumeric;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use syncguard_core::signature::sign_standard;
 use tokio::sync::mpsc;
 
-use crate::clock::now_ms;
 use crate::config::MockConfig;
-use crate::state::MockState;
-use crate::stats::bump;
 
 /// Where and how to send webhooks (the body of `POST /_mock/webhooks`, minus `count`/`events`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,10 +69,10 @@ impl WebhookConfig {
 
 /// One message to deliver (and possibly duplicate).
 #[derive(Debug, Clone)]
-struct Outgoing {
-    cfg: Arc<WebhookConfig>,
-    msg_id: String,
-    body: Bytes,
+pub(crate) struct Outgoing {
+    pub(crate) cfg: Arc<WebhookConfig>,
+    pub(crate) msg_id: String,
+    pub(crate) body: Bytes,
 }
 
 /// The emitter's shared half: the current configuration and the queue's sending end.
@@ -101,6 +96,11 @@ impl Emitter {
 
     pub(crate) fn configure(&self, cfg: Option<WebhookConfig>) {
         *self.config.lock().expect("emitter lock") = cfg.map(Arc::new);
+    }
+
+    /// The queue's receiving end, once: the dispatcher task takes it.
+    pub(crate) fn take_receiver(&self) -> Option<mpsc::UnboundedReceiver<Outgoing>> {
+        self.rx.lock().expect("emitter lock").take()
     }
 
     pub(crate) fn enabled(&self) -> bool {
@@ -145,50 +145,8 @@ fn new_msg_id() -> String {
     format!("msg_{suffix}")
 }
 
-/// Drains the queue until the server stops.
-pub(crate) async fn run_dispatcher(state: MockState) {
-    let Some(mut rx) = state.emitter().rx.lock().expect("emitter lock").take() else {
-        return;
-    };
-    let cfg = state.config().clone();
-    let client = match reqwest::Client::builder()
-        .timeout(Duration::from_millis(cfg.webhook_timeout_ms))
-        .user_agent("syncguard-mock")
-        .build()
-    {
-        Ok(client) => client,
-        Err(err) => {
-            tracing::error!(error = %err, "webhook client unavailable; webhooks disabled");
-            return;
-        }
-    };
-    let mut rng = StdRng::from_entropy();
-    loop {
-        let first = tokio::select! {
-            msg = rx.recv() => match msg { Some(m) => m, None => return },
-            () = state.stopped() => return,
-        };
-        let mut batch = vec![first];
-        while batch.len() < cfg.webhook_reorder_batch.max(1) {
-            match rx.try_recv() {
-                Ok(msg) => batch.push(msg),
-                Err(_) => break,
-            }
-        }
-        for msg in arrange(batch, &mut rng) {
-            let delivered = tokio::select! {
-                ok = attempt(&state, &client, &msg) => ok,
-                () = state.stopped() => return,
-            };
-            if !delivered {
-                tokio::spawn(retry(state.clone(), client.clone(), msg));
-            }
-        }
-    }
-}
-
 /// Adds duplicates (right after their original) and shuffles when asked to.
-fn arrange(batch: Vec<Outgoing>, rng: &mut StdRng) -> Vec<Outgoing> {
+pub(crate) fn arrange(batch: Vec<Outgoing>, rng: &mut StdRng) -> Vec<Outgoing> {
     let reorder = batch.iter().any(|m| m.cfg.reorder);
     let mut out = Vec::with_capacity(batch.len() * 2);
     for msg in batch {
@@ -204,65 +162,10 @@ fn arrange(batch: Vec<Outgoing>, rng: &mut StdRng) -> Vec<Outgoing> {
     out
 }
 
-/// Retries a failed delivery with backoff `base · 4^(n-1)` until it succeeds, attempts run
-/// out, or the server stops.
-async fn retry(state: MockState, client: reqwest::Client, msg: Outgoing) {
-    let cfg = state.config();
-    let mut delay = Duration::from_millis(cfg.webhook_retry_base_ms);
-    for _ in 1..cfg.webhook_max_attempts {
-        if !state.sleep(delay).await {
-            return;
-        }
-        let delivered = tokio::select! {
-            ok = attempt(&state, &client, &msg) => ok,
-            () = state.stopped() => return,
-        };
-        if delivered {
-            return;
-        }
-        delay *= 4;
-    }
-    bump(&state.counters().webhooks_failed);
-    tracing::warn!(msg_id = %msg.msg_id, "webhook abandoned after the last attempt");
-}
-
-/// One signed POST; true on a 2xx.
-async fn attempt(state: &MockState, client: &reqwest::Client, msg: &Outgoing) -> bool {
-    let timestamp = now_ms() / 1000;
-    let signature = sign_standard(&msg.cfg.secret, &msg.msg_id, timestamp, &msg.body);
-    let timestamp = timestamp.to_string();
-    bump(&state.counters().webhook_attempts);
-    let sent = client
-        .post(&msg.cfg.target_url)
-        .header("content-type", "application/json")
-        .header("svix-id", &msg.msg_id)
-        .header("svix-timestamp", &timestamp)
-        .header("svix-signature", &signature)
-        .header("webhook-id", &msg.msg_id)
-        .header("webhook-timestamp", &timestamp)
-        .header("webhook-signature", &signature)
-        .body(msg.body.clone())
-        .send()
-        .await;
-    match sent {
-        Ok(resp) if resp.status().is_success() => {
-            bump(&state.counters().webhooks_sent);
-            true
-        }
-        Ok(resp) => {
-            tracing::debug!(msg_id = %msg.msg_id, status = resp.status().as_u16(), "webhook refused");
-            false
-        }
-        Err(err) => {
-            tracing::debug!(msg_id = %msg.msg_id, error = %err, "webhook delivery failed");
-            false
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::SeedableRng;
 
     fn msg(id: &str, cfg: &Arc<WebhookConfig>) -> Outgoing {
         Outgoing {

@@ -15,7 +15,7 @@ use serde_json::json;
 
 use crate::clock::{now_ms, parse_rfc3339};
 use crate::http::{json, parse_body, trackstar_error, Flavor};
-use crate::routes::rate_limited;
+use crate::middleware::rate_limited;
 use crate::state::MockState;
 use crate::store::{Cursor, Resource};
 

@@ -9,7 +9,10 @@ use sqlx::pool::PoolConnection;
 use sqlx::Postgres;
 
 /// Held leadership; dropping it without [`Leadership::release`] ends it when the connection closes.
-pub enum Leadership {
+/// Opaque, so that no database type leaves the store.
+pub struct Leadership(Held);
+
+enum Held {
     Sole,
     Advisory {
         conn: PoolConnection<Postgres>,
@@ -20,31 +23,31 @@ pub enum Leadership {
 impl Store {
     /// Tries to become leader for `lock` (a constant naming the role). `None`: another node leads.
     pub async fn try_lead(&self, lock: i64) -> Result<Option<Leadership>> {
-        let Some(pool) = self.pg_pool() else {
-            return Ok(Some(Leadership::Sole));
+        let crate::Pools::Postgres(pool) = &self.pools else {
+            return Ok(Some(Leadership(Held::Sole)));
         };
         let mut conn = pool.acquire().await?;
         let (got,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
             .bind(lock)
             .fetch_one(&mut *conn)
             .await?;
-        Ok(got.then_some(Leadership::Advisory { conn, lock }))
+        Ok(got.then_some(Leadership(Held::Advisory { conn, lock })))
     }
 }
 
 impl Leadership {
     /// Whether the leadership still holds (its connection is alive).
     pub async fn still_held(&mut self) -> bool {
-        match self {
-            Leadership::Sole => true,
-            Leadership::Advisory { conn, .. } => {
+        match &mut self.0 {
+            Held::Sole => true,
+            Held::Advisory { conn, .. } => {
                 sqlx::query("SELECT 1").execute(&mut **conn).await.is_ok()
             }
         }
     }
 
     pub async fn release(self) {
-        if let Leadership::Advisory { mut conn, lock } = self {
+        if let Held::Advisory { mut conn, lock } = self.0 {
             let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
                 .bind(lock)
                 .execute(&mut *conn)

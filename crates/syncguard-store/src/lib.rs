@@ -13,6 +13,7 @@
 //! - [`connections`]: connections and their sealed secrets.
 //! - [`events`]: inbound webhook events.
 //! - [`provider_state`]: shared rate-limiter and circuit-breaker state.
+//! - [`limiter`]: where a rate limiter's state lives on each backend (shared row or this process).
 //! - [`idempotency`]: stored responses for the `Idempotency-Key` header.
 //! - [`checkpoints`]: per (connection, resource) sync cursors.
 //! - [`publish`]: desired state, snapshots and drift events.
@@ -31,6 +32,7 @@ pub mod connections;
 pub mod events;
 pub mod idempotency;
 pub mod leader;
+pub mod limiter;
 pub mod migrate;
 pub mod page;
 pub mod provider_state;
@@ -141,6 +143,8 @@ pub struct Store {
     /// in between, and its readers serve the probe).
     probe: Option<std::sync::Arc<reachability::PgProbe>>,
     reachability: std::sync::Arc<reachability::Reachability>,
+    /// This process's part of the rate limiters (all of them on SQLite), shared by clones.
+    limiters: std::sync::Arc<limiter::LocalLimiters>,
 }
 
 /// Which rows a caller may see: one tenant, all of them (platform keys, system work), or none
@@ -266,6 +270,7 @@ impl Store {
             fence: None,
             probe,
             reachability: Default::default(),
+            limiters: Default::default(),
         })
     }
 
@@ -279,14 +284,6 @@ impl Store {
     /// The database url with any password removed, for startup lines and logs.
     pub fn url_redacted(&self) -> &str {
         &self.url_redacted
-    }
-
-    /// The PostgreSQL pool, for features only PostgreSQL has (advisory locks, LISTEN/NOTIFY).
-    pub fn pg_pool(&self) -> Option<&PgPool> {
-        match &self.pools {
-            Pools::Postgres(p) => Some(p),
-            Pools::Sqlite { .. } => None,
-        }
     }
 
     /// A cheap round trip, for `/readyz`.
@@ -310,6 +307,13 @@ impl Store {
             p.close().await;
         }
     }
+}
+
+/// A new id for a row the store creates, made for `now` (the caller's clock) and sorting in the
+/// order this process made them.
+pub(crate) fn new_id(prefix: &str, now: Millis) -> String {
+    static IDS: syncguard_core::ids::IdGen = syncguard_core::ids::IdGen::new();
+    IDS.next(prefix, now, rand::random())
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.

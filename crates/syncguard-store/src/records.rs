@@ -9,7 +9,7 @@
 //! multi-row statements for the records and the changes. A sync page of a thousand objects is
 //! a handful of statements, not three thousand. [`apply_on`] runs a batch inside a caller's
 //! transaction, which is how a sync page and its checkpoint commit together
-//! (`crate::checkpoints`).
+//! (see the `checkpoints` module).
 //!
 //! Change sequence numbers are the feed's cursor, so they must become visible in order. On
 //! PostgreSQL concurrent transactions could commit a higher `seq` before a lower one and a
@@ -27,7 +27,7 @@ pub(crate) const CHANGES_LOCK: i64 = 0x5359_4e43_4348_4e47; // "SYNCCHNG"
 
 mod batch;
 
-pub(crate) use batch::{groups, placeholders, plan, Stored};
+pub(crate) use batch::{groups, plan, Stored};
 
 /// Bind parameters per statement. Multi-row statements save round trips, but the SQLite
 /// driver's cost grows faster than linearly with a statement's parameters (measured: 1 000
@@ -155,7 +155,8 @@ pub(crate) fn select_stored_sql(backend: Backend) -> &'static str {
 /// [`CHANGES_LOCK`] for the transaction (see the module docs).
 macro_rules! apply_on {
     ($tx:expr, $backend:expr, $writes:expr, $source:expr, $now:expr) => {{
-        use $crate::records::{groups, placeholders, plan, select_stored_sql, Change, Stored, BINDS};
+        use $crate::records::{groups, plan, select_stored_sql, Change, Stored, BINDS};
+        use $crate::sql::placeholders;
         let writes: &[($crate::records::RecordKey<'_>, $crate::records::RecordWrite)] = $writes;
         let source: &str = $source;
         let now: $crate::Millis = $now;

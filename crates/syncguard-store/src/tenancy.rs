@@ -7,12 +7,13 @@
 //! unrestricted keys.
 
 use crate::audit::{insert_audit, NewAudit};
+use crate::new_id;
 use crate::page::{decode_cursor, Page, PageRequest};
 use crate::row::{DbRow, FromDbRow, RowResult};
 use crate::sql::{bind_all, Bind, Conditions};
 use crate::{on_reader, on_writer, Backend, Millis, Result, Scope, Store, StoreError};
 use serde::Serialize;
-use syncguard_core::ids::{hash_api_key, last4, new_id};
+use syncguard_core::ids::{hash_api_key, last4};
 use syncguard_core::role::Role;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -176,7 +177,7 @@ impl Store {
         now: Millis,
     ) -> Result<Tenant> {
         let t = Tenant {
-            id: new_id("ten"),
+            id: new_id("ten", now),
             name: name.to_string(),
             created_at: now,
         };
@@ -254,7 +255,7 @@ impl Store {
         now: Millis,
     ) -> Result<ApiKey> {
         let key = ApiKey {
-            id: new.id.unwrap_or_else(|| new_id("key")),
+            id: new.id.unwrap_or_else(|| new_id("key", now)),
             tenant_id: new.tenant_id,
             role: new.role,
             name: new.name,
@@ -338,7 +339,7 @@ impl Store {
                         .execute(&mut *tx)
                         .await?;
                     sqlx::query("INSERT INTO api_keys (id, tenant_id, role, name, key_hash, key_last4, created_at, bootstrap) VALUES ($1, NULL, 'platform', 'bootstrap', $2, $3, $4, $5)")
-                        .bind(new_id("key"))
+                        .bind(new_id("key", now))
                         .bind(&hash)
                         .bind(last4(clear_key))
                         .bind(now)

@@ -14,11 +14,24 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> Millis {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as Millis)
-            .unwrap_or(0)
+        wall_ms()
     }
+}
+
+/// The wall clock, for what must not follow a test's held clock: provider rate-limit waits are
+/// real sleeps against a real provider, and ids sort by when they were really made.
+pub fn wall_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+/// A new time-ordered id such as `evt_0192…`, from the wall clock and this process's random
+/// source; ids made by this process sort in the order they were made.
+pub fn new_id(prefix: &str) -> String {
+    static IDS: syncguard_core::ids::IdGen = syncguard_core::ids::IdGen::new();
+    IDS.next(prefix, wall_ms(), rand::random())
 }
 
 /// A clock that moves only when told to.

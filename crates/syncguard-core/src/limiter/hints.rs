@@ -4,7 +4,7 @@
 //! provider client can log what the provider said, and so that the outbound delivery path, which
 //! also honours `Retry-After`, can reuse [`parse_retry_after`].
 
-use super::http_date::parse_http_date;
+use crate::time::parse_http_date;
 use crate::Millis;
 use serde::{Deserialize, Serialize};
 
@@ -41,7 +41,7 @@ impl Hints {
 /// `http` crate store them). Headers that are absent or malformed are left out rather than
 /// failing the whole response.
 ///
-/// - `Retry-After`: delay seconds or an IMF-fixdate, see [`parse_retry_after`].
+/// - `Retry-After`: delay seconds or an HTTP date, see [`parse_retry_after`].
 /// - `x-rate-limit-retry-after`: delay seconds, fractions allowed. When both retry headers are
 ///   present the longer wait wins.
 /// - `x-rate-limit-remaining`, `x-rate-limit-limit`: whole numbers of calls.
@@ -59,7 +59,7 @@ pub fn parse_hints(lookup: impl Fn(&str) -> Option<String>, now: Millis) -> Hint
 }
 
 /// Parses a `Retry-After` value into milliseconds to wait from `now`: either delay seconds
-/// (`120`; fractions are tolerated) or an IMF-fixdate, which yields 0 when already past.
+/// (`120`; fractions are tolerated) or an HTTP date, which yields 0 when already past.
 pub fn parse_retry_after(value: &str, now: Millis) -> Option<u64> {
     let value = value.trim();
     if value.starts_with(|c: char| c.is_ascii_digit()) {

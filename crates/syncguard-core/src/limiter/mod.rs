@@ -13,13 +13,12 @@
 //! always passed in: the crate never reads the clock.
 
 mod hints;
-mod http_date;
 
 #[cfg(test)]
 mod tests;
 
+pub use crate::time::parse_http_date;
 pub use hints::{parse_hints, parse_retry_after, Hints};
-pub use http_date::parse_http_date;
 
 use crate::Millis;
 use serde::{Deserialize, Serialize};

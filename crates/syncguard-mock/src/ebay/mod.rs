@@ -7,8 +7,6 @@
 //!
 //! Writes honour `Idempotency-Key` or eBay's `X-EBAY-C-REQUEST-ID`.
 
-pub(crate) mod store;
-
 use std::collections::HashMap;
 
 use axum::body::Bytes;
@@ -24,9 +22,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::http::{ebay_error, json, oauth_error, Flavor};
-use crate::routes::rate_limited;
+use crate::middleware::rate_limited;
 use crate::state::MockState;
 use crate::stats::bump;
+use crate::store::ebay as store;
 use store::{Answer, Effect};
 
 /// eBay's default and maximum page sizes for `getInventoryItems`.

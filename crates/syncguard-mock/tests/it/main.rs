@@ -4,6 +4,7 @@ mod control;
 mod ebay;
 mod faults;
 mod helpers;
+mod modules;
 mod ratelimit;
 mod webhooks;
 mod wms;

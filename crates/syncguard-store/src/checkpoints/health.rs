@@ -9,6 +9,7 @@
 
 use crate::queue::JobState;
 use crate::row::{DbRow, FromDbRow, RowResult};
+use crate::sql::placeholder;
 use crate::{on_reader, Millis, Result, Store};
 
 /// What health needs of one checkpoint.
@@ -87,7 +88,7 @@ impl Store {
         let longest = windows_ms.iter().copied().max().unwrap_or(0);
         let mut sums = Vec::new();
         for (i, _) in windows_ms.iter().enumerate() {
-            let from = format!("${}", i + 2);
+            let from = placeholder(i + 2);
             sums.push(format!(
                 "CAST(SUM(CASE WHEN minute >= {from} THEN ok ELSE 0 END) AS BIGINT) AS ok{i},
                  CAST(SUM(CASE WHEN minute >= {from} THEN failed ELSE 0 END) AS BIGINT) AS failed{i}"
@@ -185,7 +186,11 @@ mod tests {
     #[test]
     fn event_id_floors_sort_with_real_ids() {
         let at = 1_700_000_000_000;
-        let id = syncguard_core::ids::new_id("evt");
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let id = syncguard_core::ids::new_id("evt", wall, rand::random());
         assert!(
             super::event_id_floor(at) < id,
             "ids made now sort after a floor in the past"

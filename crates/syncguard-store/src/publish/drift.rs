@@ -7,10 +7,10 @@
 //! recorded only when it ends an earlier drift.
 
 use super::{desired_select, publish_job_key, Desired, DiffFn, ObjectKey};
-use crate::page::{decode_cursor, Page, PageRequest};
+use crate::page::{Page, PageRequest};
 use crate::queue::{enqueue_on, Enqueued, NewJob};
 use crate::row::{DbRow, FromDbRow, RowResult};
-use crate::sql::{bind_all, Bind, Conditions};
+use crate::sql::{Bind, Conditions};
 use crate::{on_reader, on_writer, Millis, Result, Scope, Store};
 use serde::Serialize;
 use serde_json::Value;
@@ -286,23 +286,9 @@ impl Store {
                 c.and(col, vec![Bind::Str(v.clone())]);
             }
         }
-        if let Some(before) = page
-            .after
-            .as_deref()
-            .and_then(decode_cursor)
-            .and_then(|s| s.parse::<i64>().ok())
-        {
-            c.and("id < ?", vec![Bind::I64(before)]);
-        }
-        let limit = c.push_bind(Bind::I64(page.limit + 1));
-        let sql = format!(
-            "SELECT {DRIFT_COLUMNS} FROM drift_events{} ORDER BY id DESC LIMIT {limit}",
-            c.where_clause()
-        );
-        on_reader!(self, p => {
-            let rows = bind_all!(sqlx::query(&sql), &c.binds).fetch_all(p).await?;
-            let items = rows.iter().map(Drift::from_row).collect::<RowResult<Vec<_>>>()?;
-            Ok(Page::from_overfetch(items, page.limit, |d| d.id.to_string()))
+        self.list_newest_first(DRIFT_COLUMNS, "drift_events", "id", c, page, |d: &Drift| {
+            d.id
         })
+        .await
     }
 }

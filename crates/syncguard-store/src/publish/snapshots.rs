@@ -6,7 +6,7 @@
 //! adds nothing. Each snapshot row keeps the RFC 6902 patch from the object's previous one.
 
 use super::{DiffFn, ObjectKey};
-use crate::page::{decode_cursor, Page, PageRequest};
+use crate::page::{Page, PageRequest};
 use crate::row::{DbRow, FromDbRow, RowResult};
 use crate::sql::{bind_all, Bind, Conditions};
 use crate::{on_reader, on_writer, Millis, Result, Scope, Store};
@@ -205,24 +205,15 @@ impl Store {
                 c.and(col, vec![Bind::Str(v.clone())]);
             }
         }
-        if let Some(before) = page
-            .after
-            .as_deref()
-            .and_then(decode_cursor)
-            .and_then(|s| s.parse::<i64>().ok())
-        {
-            c.and("s.id < ?", vec![Bind::I64(before)]);
-        }
-        let limit = c.push_bind(Bind::I64(page.limit + 1));
-        let sql = format!(
-            "SELECT {SNAPSHOT_COLUMNS} FROM snapshots s{} ORDER BY s.id DESC LIMIT {limit}",
-            c.where_clause()
-        );
-        on_reader!(self, p => {
-            let rows = bind_all!(sqlx::query(&sql), &c.binds).fetch_all(p).await?;
-            let items = rows.iter().map(Snapshot::from_row).collect::<RowResult<Vec<_>>>()?;
-            Ok(Page::from_overfetch(items, page.limit, |s| s.id.to_string()))
-        })
+        self.list_newest_first(
+            SNAPSHOT_COLUMNS,
+            "snapshots s",
+            "s.id",
+            c,
+            page,
+            |s: &Snapshot| s.id,
+        )
+        .await
     }
 
     /// One snapshot with its state and patch, if visible in `scope` and `visible`.

@@ -6,7 +6,7 @@
 
 use super::{enqueue_on, Job, JobState, NewJob, JOB_COLUMNS};
 use crate::audit::{insert_audit, NewAudit};
-use crate::page::{decode_cursor, Page, PageRequest};
+use crate::page::{Page, PageRequest};
 use crate::row::{FromDbRow, RowResult};
 use crate::sql::{bind_all, Bind, Conditions};
 use crate::{on_reader, on_writer, Millis, Result, Scope, Store, StoreError};
@@ -96,25 +96,9 @@ impl Store {
         f: &JobFilter,
         page: &PageRequest,
     ) -> Result<Page<Job>> {
-        let mut c = self.job_conditions(scope, f);
-        if let Some(before) = page
-            .after
-            .as_deref()
-            .and_then(decode_cursor)
-            .and_then(|s| s.parse::<i64>().ok())
-        {
-            c.and("id < ?", vec![Bind::I64(before)]);
-        }
-        let limit = c.push_bind(Bind::I64(page.limit + 1));
-        let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs{} ORDER BY id DESC LIMIT {limit}",
-            c.where_clause()
-        );
-        on_reader!(self, p => {
-            let rows = bind_all!(sqlx::query(&sql), &c.binds).fetch_all(p).await?;
-            let items = rows.iter().map(Job::from_row).collect::<RowResult<Vec<_>>>()?;
-            Ok(Page::from_overfetch(items, page.limit, |j| j.id.to_string()))
-        })
+        let c = self.job_conditions(scope, f);
+        self.list_newest_first(JOB_COLUMNS, "jobs", "id", c, page, |j: &Job| j.id)
+            .await
     }
 
     /// One job, if `scope` (and the key's connection list) may see it.

@@ -29,12 +29,20 @@ fn claim_sql(backend: Backend, filtered: bool) -> String {
             "AND kind IN (SELECT json_array_elements_text(CAST($7 AS json)))"
         }
     };
+    // The probes must walk `jobs_fetch_by_connection`. SQLite keeps no statistics here (nothing
+    // runs ANALYZE), and without them it prefers `jobs_state` for `state IN (…)`: every probe
+    // would then read and sort all due jobs, which made a claim over a deep backlog cost more
+    // than twice the old unfair one. So SQLite is told which index to use.
+    let by_conn = match backend {
+        Backend::Sqlite => "jobs INDEXED BY jobs_fetch_by_connection",
+        Backend::Postgres => "jobs",
+    };
     // The next connection (in index order) after `c.cid` that has a due job.
     let next_conn = format!(
-        "SELECT connection_id FROM jobs WHERE {DUE} {kinds} AND connection_id > c.cid ORDER BY connection_id LIMIT 1"
+        "SELECT connection_id FROM {by_conn} WHERE {DUE} {kinds} AND connection_id > c.cid ORDER BY connection_id LIMIT 1"
     );
     let first_conn = format!(
-        "SELECT connection_id FROM jobs WHERE {DUE} {kinds} AND connection_id IS NOT NULL ORDER BY connection_id LIMIT 1"
+        "SELECT connection_id FROM {by_conn} WHERE {DUE} {kinds} AND connection_id IS NOT NULL ORDER BY connection_id LIMIT 1"
     );
     // PostgreSQL nodes claim concurrently: candidates run to twice the batch so that a claimer
     // whose first choices another one has just locked still fills its batch from the rest.
@@ -42,22 +50,26 @@ fn claim_sql(backend: Backend, filtered: bool) -> String {
         Backend::Sqlite => "$4",
         Backend::Postgres => "($4 * 2)",
     };
+    // Each candidate carries the columns it is ranked by, so ranking never joins back to the
+    // table (a join the planner may do by hashing all of `jobs`).
+    const RANKED_BY: &str = "id, tenant_id, connection_id, priority, run_at";
     let per_conn = |cond: &str| {
         format!(
-            "SELECT id FROM jobs WHERE {DUE} {kinds} AND {cond} ORDER BY priority, run_at, id LIMIT {window}"
+            "SELECT {RANKED_BY} FROM {by_conn} WHERE {DUE} {kinds} AND {cond} ORDER BY priority, run_at, id LIMIT {window}"
         )
     };
     let candidates = match backend {
         Backend::Postgres => format!(
-            "SELECT j.id FROM conns c, LATERAL ({}) j WHERE c.cid IS NOT NULL
-             UNION ALL SELECT id FROM ({}) n",
+            "SELECT j.* FROM conns c, LATERAL ({}) j WHERE c.cid IS NOT NULL
+             UNION ALL SELECT * FROM ({}) n",
             per_conn("connection_id = c.cid"),
             per_conn("connection_id IS NULL")
         ),
         Backend::Sqlite => format!(
-            "SELECT j.id FROM conns c JOIN jobs j ON j.id IN ({}) WHERE c.cid IS NOT NULL
-             UNION ALL SELECT id FROM ({}) n",
-            per_conn("connection_id = c.cid"),
+            "SELECT j.id, j.tenant_id, j.connection_id, j.priority, j.run_at
+             FROM conns c JOIN jobs j ON j.id IN ({}) WHERE c.cid IS NOT NULL
+             UNION ALL SELECT * FROM ({}) n",
+            per_conn("connection_id = c.cid").replace(&format!("SELECT {RANKED_BY}"), "SELECT id"),
             per_conn("connection_id IS NULL")
         ),
     };
@@ -68,13 +80,15 @@ fn claim_sql(backend: Backend, filtered: bool) -> String {
              SELECT ({next_conn}) FROM conns c WHERE c.cid IS NOT NULL
          ),
          cand AS ({candidates}),
-         busy AS (SELECT connection_id, COUNT(*) AS n FROM jobs WHERE state = 'running' AND connection_id IS NOT NULL GROUP BY connection_id),
+         busy AS (SELECT c.cid AS connection_id,
+                         (SELECT COUNT(*) FROM jobs WHERE state = 'running' AND connection_id = c.cid) AS n
+                  FROM conns c WHERE c.cid IS NOT NULL),
          ranked AS (
              SELECT j.id, j.tenant_id, j.connection_id, j.priority, j.run_at,
                     ROW_NUMBER() OVER (PARTITION BY j.connection_id ORDER BY j.priority, j.run_at, j.id) AS cap_rank,
                     ROW_NUMBER() OVER (PARTITION BY j.connection_id, j.priority ORDER BY j.run_at, j.id) AS conn_rank,
                     COALESCE(b.n, 0) AS running
-             FROM cand JOIN jobs j ON j.id = cand.id LEFT JOIN busy b ON b.connection_id = j.connection_id
+             FROM cand j LEFT JOIN busy b ON b.connection_id = j.connection_id
          ),
          fair AS (
              SELECT id, priority, run_at,

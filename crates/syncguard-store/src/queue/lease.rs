@@ -11,32 +11,54 @@ impl Store {
         if runs.is_empty() {
             return Ok(Vec::new());
         }
-        let pairs: Vec<[i64; 2]> = runs.iter().map(|f| [f.job_id, f.lease_id]).collect();
-        let pairs = serde_json::to_string(&pairs).expect("numbers serialize");
-        let sql = match self.backend() {
-            crate::Backend::Sqlite => {
-                "UPDATE jobs SET lease_until = $1
-                 WHERE state = 'running' AND id IN (SELECT json_extract(value, '$[0]') FROM json_each($2))
-                   AND lease_id = (SELECT json_extract(value, '$[1]') FROM json_each($2) WHERE json_extract(value, '$[0]') = jobs.id)
-                 RETURNING id"
+        // One statement per lease token: a claim writes one token on all of its jobs, so the
+        // held runs share a handful of tokens, and each statement checks one token against a
+        // list of ids (looking each row's token up in a list of pairs grew with its square).
+        let mut by_lease: Vec<(i64, Vec<i64>)> = Vec::new();
+        for f in runs {
+            match by_lease.iter_mut().find(|(l, _)| *l == f.lease_id) {
+                Some((_, ids)) => ids.push(f.job_id),
+                None => by_lease.push((f.lease_id, vec![f.job_id])),
             }
-            crate::Backend::Postgres => {
+        }
+        let (sql, postgres) = match self.backend() {
+            crate::Backend::Sqlite => (
                 "UPDATE jobs SET lease_until = $1
-                 FROM (SELECT CAST(p->>0 AS BIGINT) AS id, CAST(p->>1 AS BIGINT) AS lease_id
-                       FROM jsonb_array_elements(CAST($2 AS jsonb)) AS p) AS r
-                 WHERE jobs.id = r.id AND jobs.lease_id = r.lease_id AND jobs.state = 'running'
-                 RETURNING jobs.id"
-            }
+                 WHERE state = 'running' AND id IN (SELECT value FROM json_each($2)) AND lease_id = $3
+                 RETURNING id",
+                false,
+            ),
+            crate::Backend::Postgres => (
+                "UPDATE jobs SET lease_until = $1
+                 WHERE state = 'running' AND id = ANY(CAST($2 AS BIGINT[])) AND lease_id = $3
+                 RETURNING id",
+                true,
+            ),
         };
+        let mut renewed = std::collections::HashSet::new();
         on_writer!(self, p => {
-            let renewed: Vec<(i64,)> = sqlx::query_as(sql)
-                .bind(lease_until)
-                .bind(&pairs)
-                .fetch_all(p)
-                .await?;
-            let renewed: std::collections::HashSet<i64> = renewed.into_iter().map(|(id,)| id).collect();
-            Ok(runs.iter().map(|f| f.job_id).filter(|id| !renewed.contains(id)).collect())
-        })
+            let mut tx = p.begin().await?;
+            for (lease_id, ids) in &by_lease {
+                let ids = if postgres {
+                    format!("{{{}}}", ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(","))
+                } else {
+                    serde_json::to_string(ids).expect("ids serialize")
+                };
+                let rows: Vec<(i64,)> = sqlx::query_as(sql)
+                    .bind(lease_until)
+                    .bind(ids)
+                    .bind(*lease_id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                renewed.extend(rows.into_iter().map(|(id,)| id));
+            }
+            tx.commit().await?;
+        });
+        Ok(runs
+            .iter()
+            .map(|f| f.job_id)
+            .filter(|id| !renewed.contains(id))
+            .collect())
     }
 
     /// Makes jobs whose lease expired runnable again (their worker is gone), or dead when they

@@ -364,76 +364,76 @@ impl Store {
         batch: &[Completion],
         now: Millis,
     ) -> Result<Vec<i64>> {
-        let succeeded: Vec<i64> = batch
-            .iter()
-            .filter(|c| c.outcome == Outcome::Succeeded)
-            .map(|c| c.id)
-            .collect();
+        // Succeeded runs are recorded one statement per lease token. A claim writes one token
+        // on all of its jobs, so a batch holds only as many tokens as the claims it spans (one
+        // or two, typically), and each statement checks a single token against a list of ids
+        // instead of looking every row's token up in a per-batch map.
+        let mut by_lease: Vec<(Option<i64>, Vec<i64>)> = Vec::new();
+        for c in batch.iter().filter(|c| c.outcome == Outcome::Succeeded) {
+            match by_lease.iter_mut().find(|(l, _)| *l == c.lease_id) {
+                Some((_, ids)) => ids.push(c.id),
+                None => by_lease.push((c.lease_id, vec![c.id])),
+            }
+        }
         let backend = self.backend();
         let mut lost = Vec::new();
         on_writer!(self, p => {
             let mut tx = p.begin().await?;
             relaxed_commit!(backend, tx);
-            if !succeeded.is_empty() {
+            let mut rows: Vec<(i64, bool)> = Vec::new();
+            for (lease_id, succeeded) in &by_lease {
                 // Only the ids come back: the full row is read just for the rare job that got
-                // a debounced payload while it ran.
-                // $4 maps each id to its run's lease token (absent: checked by worker only).
-                let sql = "UPDATE jobs SET state = 'succeeded', finished_at = $1, updated_at = $1, locked_by = NULL, lease_until = NULL,
-                                           error_class = NULL, last_error = NULL
-                           WHERE locked_by = $2 AND state = 'running' AND id IN (SELECT value FROM json_each($3))
-                             AND (json_extract($4, '$.\"' || id || '\"') IS NULL OR lease_id = json_extract($4, '$.\"' || id || '\"'))
-                           RETURNING id, pending_payload IS NOT NULL AS has_pending";
+                // a debounced payload while it ran. Without a token, checked by worker only.
                 // The id list travels as one text parameter: a JSON array for SQLite, an array
                 // literal for PostgreSQL (where `= ANY` keeps the lookup on the primary key).
-                let (sql, ids) = match self.backend() {
-                    crate::Backend::Sqlite => (sql.to_string(), serde_json::to_string(&succeeded).expect("ids serialize")),
+                let (ids_in, ids) = match backend {
+                    crate::Backend::Sqlite => ("id IN (SELECT value FROM json_each($3))", serde_json::to_string(succeeded).expect("ids serialize")),
                     crate::Backend::Postgres => (
-                        sql.replace("id IN (SELECT value FROM json_each($3))", "id = ANY(CAST($3 AS BIGINT[]))")
-                            .replace("json_extract($4, '$.\"' || id || '\"')", "CAST(CAST($4 AS jsonb) ->> CAST(id AS TEXT) AS BIGINT)"),
+                        "id = ANY(CAST($3 AS BIGINT[]))",
                         format!("{{{}}}", succeeded.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")),
                     ),
                 };
-                let leases: serde_json::Map<String, serde_json::Value> = batch
-                    .iter()
-                    .filter(|c| c.outcome == Outcome::Succeeded)
-                    .filter_map(|c| Some((c.id.to_string(), c.lease_id?.into())))
-                    .collect();
-                let rows: Vec<(i64, bool)> = sqlx::query_as(&sql)
-                    .bind(now)
-                    .bind(worker)
-                    .bind(ids)
-                    .bind(serde_json::Value::Object(leases).to_string())
-                    .fetch_all(&mut *tx)
-                    .await?;
-                let mut done = std::collections::HashSet::new();
-                for (id, has_pending) in rows {
-                    done.insert(id);
-                    if !has_pending {
-                        continue;
-                    }
-                    // A debounced enqueue arrived while this run was under way: run once more.
-                    let row = sqlx::query(&format!("SELECT {JOB_COLUMNS}, pending_payload, debounce_ms FROM jobs WHERE id = $1"))
-                        .bind(id)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    let job = Job::from_row(&row)?;
-                    let follow = NewJob {
-                        tenant_id: job.tenant_id,
-                        connection_id: job.connection_id,
-                        kind: job.kind,
-                        payload: serde_json::from_str(&row.opt_string("pending_payload")?.unwrap_or_default()).unwrap_or_default(),
-                        priority: job.priority,
-                        max_attempts: job.max_attempts,
-                        run_at: None,
-                        unique_key: job.unique_key,
-                        debounce_ms: row.opt_i64("debounce_ms")?,
-                        correlation_id: job.correlation_id,
-                        replayed_from: None,
-                    };
-                    enqueue_on!(tx, &follow, now)?;
+                let token = if lease_id.is_some() { "AND lease_id = $4" } else { "" };
+                let sql = format!(
+                    "UPDATE jobs SET state = 'succeeded', finished_at = $1, updated_at = $1, locked_by = NULL, lease_until = NULL,
+                                     error_class = NULL, last_error = NULL
+                     WHERE locked_by = $2 AND state = 'running' AND {ids_in} {token}
+                     RETURNING id, pending_payload IS NOT NULL AS has_pending"
+                );
+                let mut q = sqlx::query_as::<_, (i64, bool)>(&sql).bind(now).bind(worker).bind(ids);
+                if let Some(l) = lease_id {
+                    q = q.bind(*l);
                 }
-                lost.extend(succeeded.iter().filter(|id| !done.contains(id)));
+                rows.extend(q.fetch_all(&mut *tx).await?);
             }
+            let mut done = std::collections::HashSet::new();
+            for (id, has_pending) in rows {
+                done.insert(id);
+                if !has_pending {
+                    continue;
+                }
+                // A debounced enqueue arrived while this run was under way: run once more.
+                let row = sqlx::query(&format!("SELECT {JOB_COLUMNS}, pending_payload, debounce_ms FROM jobs WHERE id = $1"))
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let job = Job::from_row(&row)?;
+                let follow = NewJob {
+                    tenant_id: job.tenant_id,
+                    connection_id: job.connection_id,
+                    kind: job.kind,
+                    payload: serde_json::from_str(&row.opt_string("pending_payload")?.unwrap_or_default()).unwrap_or_default(),
+                    priority: job.priority,
+                    max_attempts: job.max_attempts,
+                    run_at: None,
+                    unique_key: job.unique_key,
+                    debounce_ms: row.opt_i64("debounce_ms")?,
+                    correlation_id: job.correlation_id,
+                    replayed_from: None,
+                };
+                enqueue_on!(tx, &follow, now)?;
+            }
+            lost.extend(by_lease.iter().flat_map(|(_, ids)| ids).filter(|id| !done.contains(*id)));
             for c in batch {
                 let affected = match &c.outcome {
                     Outcome::Succeeded => continue,

@@ -169,19 +169,6 @@ pub(crate) fn plan<'w>(
     plan
 }
 
-/// `($first, $first+1, …), (…)`: `rows` groups of `cols` numbered placeholders.
-pub(crate) fn placeholders(first: usize, rows: usize, cols: usize) -> String {
-    (0..rows)
-        .map(|r| {
-            let cells: Vec<String> = (0..cols)
-                .map(|c| format!("${}", first + r * cols + c))
-                .collect();
-            format!("({})", cells.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,6 +301,5 @@ mod tests {
                 .collect::<Vec<_>>(),
             [("orders", vec![0, 2]), ("products", vec![1])]
         );
-        assert_eq!(placeholders(3, 2, 2), "($3, $4), ($5, $6)");
     }
 }

@@ -43,6 +43,16 @@ pub(crate) async fn connection(s: &Store, name: &str) -> (String, String) {
     (t.id, id)
 }
 
+/// An event id made now, as the webhook receiver makes them (from the wall clock).
+pub(crate) fn event_id() -> String {
+    static IDS: syncguard_core::ids::IdGen = syncguard_core::ids::IdGen::new();
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    IDS.next("evt", wall, rand::random())
+}
+
 pub(crate) fn event(
     tenant: &str,
     conn: &str,
@@ -50,7 +60,7 @@ pub(crate) fn event(
     content: &str,
     at: i64,
 ) -> NewInboundEvent {
-    let id = syncguard_core::ids::new_id("evt");
+    let id = event_id();
     let mut job = NewJob::new("webhook.process", json!({ "event_id": id }));
     job.tenant_id = Some(tenant.into());
     job.connection_id = Some(conn.into());

@@ -12,6 +12,7 @@ use syncguard_store::{Scope, StoreError};
 crate::on_both_stores!(
     zombie_writes_after_lease_loss_are_fenced,
     completions_and_renewals_go_by_token,
+    one_batch_records_runs_of_several_claims_each_by_its_own_token,
     snooze_spends_no_attempt_and_runs_at_the_time_given,
     lease_expiry_dead_letter_marks_its_event_dead,
 );
@@ -114,6 +115,63 @@ async fn zombie_writes_after_lease_loss_are_fenced(db: TestDb) {
         .await
         .unwrap();
     assert_eq!(recorded, vec![false, true]);
+}
+
+/// A batch of results spans several claims, each with its own token: every run is checked
+/// against its own token, never another claim's.
+async fn one_batch_records_runs_of_several_claims_each_by_its_own_token(db: TestDb) {
+    let s = &db.store;
+    for kind in ["a", "b", "c"] {
+        s.enqueue(&NewJob::new(kind, json!({})), T0).await.unwrap();
+    }
+    let first = s.claim_jobs("w", 1, T0, 1_000, None).await.unwrap();
+    let second = s.claim_jobs("w", 2, T0, 1_000, None).await.unwrap();
+    assert_eq!((first.len(), second.len()), (1, 2));
+    let (one, two) = (first[0].lease_id.unwrap(), second[0].lease_id.unwrap());
+    assert_ne!(one, two);
+    let done = |j: &syncguard_store::queue::Job, lease_id| Completion {
+        id: j.id,
+        lease_id,
+        outcome: Outcome::Succeeded,
+    };
+    // The last run presents the first claim's token, which is not its own.
+    let batch = [
+        done(&first[0], Some(one)),
+        done(&second[0], Some(two)),
+        done(&second[1], Some(one)),
+    ];
+    let lost = s.complete_jobs("w", &batch, T0 + 1).await.unwrap();
+    assert_eq!(lost, vec![second[1].id]);
+    let state = |id| async move {
+        s.get_job(&Scope::All, None, id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+    };
+    assert_eq!(state(first[0].id).await, JobState::Succeeded);
+    assert_eq!(state(second[0].id).await, JobState::Succeeded);
+    assert_eq!(state(second[1].id).await, JobState::Running);
+    // Renewed by the wrong token it is lost; by its own, renewed; then recorded.
+    let wrong = syncguard_store::queue::Fence {
+        job_id: second[1].id,
+        lease_id: one,
+    };
+    assert_eq!(
+        s.renew_leases(&[wrong], T0 + 5_000).await.unwrap(),
+        vec![second[1].id]
+    );
+    assert!(s
+        .renew_leases(&[second[1].fence().unwrap()], T0 + 5_000)
+        .await
+        .unwrap()
+        .is_empty());
+    let lost = s
+        .complete_jobs("w", &[done(&second[1], Some(two))], T0 + 2)
+        .await
+        .unwrap();
+    assert!(lost.is_empty());
+    assert_eq!(state(second[1].id).await, JobState::Succeeded);
 }
 
 async fn completions_and_renewals_go_by_token(db: TestDb) {

@@ -4,13 +4,17 @@ mod access;
 mod bootstrap;
 mod checkpoints;
 mod connections;
+mod dead_letters;
 mod events;
 mod fairness;
 mod fencing;
+mod limiter;
+mod modules;
 mod provider_state;
 mod publish;
 mod queue;
 mod records;
+mod schema;
 
 /// Declares each listed `async fn name(db: TestDb)` as two tests, `sqlite::name` and
 /// `postgres::name`, each on a fresh migrated store.

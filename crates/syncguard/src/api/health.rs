@@ -20,7 +20,7 @@ use utoipa::ToSchema;
 
 /// The caller of a health route: authenticated like any read (the key cache first), and
 /// while the store is unreachable by any key this node verified before, however long ago
-/// (see `api::key_cache`), so health keeps answering through an outage.
+/// (see `services::key_cache`), so health keeps answering through an outage.
 pub struct HealthCaller(pub Caller);
 
 impl FromRequestParts<Services> for HealthCaller {

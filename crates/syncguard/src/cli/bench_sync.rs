@@ -74,7 +74,7 @@ pub async fn run(args: SyncBenchArgs) -> anyhow::Result<()> {
     let clock = Arc::new(SystemClock);
     let app = App::new(config, db.store.clone(), clock.clone(), ephemeral_sealer())?;
     let tenant = db.store.create_tenant("bench", clock.now_ms()).await?;
-    let id = syncguard_core::ids::new_id("con");
+    let id = crate::clock::new_id("con");
     let creds = json!({ "api_key": "bench", "access_token": format!("tat_{id}") });
     let conn = db
         .store

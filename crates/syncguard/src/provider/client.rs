@@ -11,6 +11,7 @@ use super::error::{classify, excerpt, ProviderError, EXCERPT_CHARS};
 use super::limiter::LimiterHandle;
 use super::paginate::{self, Page, Target};
 use super::ProviderCtx;
+use crate::clock::wall_ms;
 use crate::egress::{read_limited, refused_in, ReadError, Refused};
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
@@ -547,13 +548,6 @@ pub(crate) fn describe_reqwest(e: &reqwest::Error) -> String {
     } else {
         format!("{kind}: {detail}")
     }
-}
-
-fn wall_ms() -> Millis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as Millis)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

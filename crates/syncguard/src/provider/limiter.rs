@@ -1,29 +1,22 @@
 //! The rate limiter at run time (SPEC §3.3): one GCRA limiter per credential, whose math is
-//! `syncguard_core::limiter`. Where its state lives depends on the store:
-//!
-//! - **PostgreSQL**: in the shared `rate_limiters` row, so every node obeys one limit. Each
-//!   acquire is one short transaction on that row (see `syncguard_store::provider_state`),
-//!   evaluated against the database's clock.
-//! - **SQLite**: in this process. An embedded store means one node, and a write (an fsync) per
-//!   call would only slow it down.
+//! `syncguard_core::limiter`. Where its state lives depends on the store and is the store's
+//! business (`syncguard_store::limiter`): a shared row on PostgreSQL, this process on SQLite.
 //!
 //! A call that must wait sleeps for its turn and asks again, until the call's wait budget
 //! (`rate_limit.max_wait_s`) would be exceeded; then it fails as `rate_limited`, and the queue
 //! reschedules the job for when the limiter said room will exist.
 //!
-//! Provider hints (`Retry-After`, `x-rate-limit-*`) are applied as they arrive. On PostgreSQL a
-//! hint that stops calls (a retry-after, nothing remaining) is written at once so other nodes
-//! stop too; a merely informative one (calls remaining) rides along with this node's next
-//! acquire instead of costing a transaction of its own.
+//! Provider hints (`Retry-After`, `x-rate-limit-*`) are handed to the store as they arrive.
 
 use super::error::ProviderError;
+use crate::clock::wall_ms;
 use prometheus::{IntCounterVec, Opts, Registry};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use syncguard_core::limiter::{Hints, LimitConfig, LimiterState};
 use syncguard_core::Millis;
-use syncguard_store::{Backend, Store};
+use syncguard_store::Store;
 
 /// One credential's limiter as a client uses it.
 #[derive(Debug, Clone)]
@@ -47,10 +40,6 @@ struct Seen {
 
 /// Every limiter of the node.
 pub(crate) struct Limiters {
-    /// State of in-process limiters (SQLite).
-    local: Mutex<HashMap<String, LimiterState>>,
-    /// Informative hints waiting for this node's next acquire (PostgreSQL).
-    pending: Mutex<HashMap<String, Hints>>,
     seen: Mutex<HashMap<String, Seen>>,
     /// Which limiter each connection uses, for health by connection.
     by_connection: Mutex<HashMap<String, String>>,
@@ -65,8 +54,6 @@ impl Limiters {
         )?;
         registry.register(Box::new(waits_total.clone()))?;
         Ok(Limiters {
-            local: Mutex::default(),
-            pending: Mutex::default(),
             seen: Mutex::default(),
             by_connection: Mutex::default(),
             waits_total,
@@ -128,64 +115,24 @@ impl Limiters {
         ),
         ProviderError,
     > {
-        let cfg = h.cfg;
-        match store.backend() {
-            Backend::Postgres => {
-                let pending = self.pending.lock().expect("limiter lock").remove(&h.key);
-                store
-                    .update_limiter(&h.key, &h.provider, move |state, now| {
-                        if let Some(hints) = pending {
-                            state.apply_hints(&hints, now);
-                        }
-                        (state.acquire(&cfg, now), state.clone(), now)
-                    })
-                    .await
-                    .map_err(ProviderError::store)
-            }
-            Backend::Sqlite => {
-                let now = wall_ms();
-                let mut local = self.local.lock().expect("limiter lock");
-                let state = local.entry(h.key.clone()).or_default();
-                Ok((state.acquire(&cfg, now), state.clone(), now))
-            }
-        }
+        let (acquired, reading) = store
+            .acquire_limiter(&h.key, &h.provider, &h.cfg, wall_ms())
+            .await
+            .map_err(ProviderError::store)?;
+        Ok((acquired, reading.state, reading.now))
     }
 
     /// Takes in what a response said about the provider's limit.
     pub async fn observe(&self, store: &Store, h: &LimiterHandle, hints: Hints) {
-        if hints.is_empty() {
-            return;
-        }
-        match store.backend() {
-            Backend::Sqlite => {
-                let now = wall_ms();
-                let mut local = self.local.lock().expect("limiter lock");
-                let state = local.entry(h.key.clone()).or_default();
-                state.apply_hints(&hints, now);
-                let state = state.clone();
-                drop(local);
-                self.remember(&h.key, state, h.cfg, now);
-            }
-            Backend::Postgres if hints.retry_after_ms.is_some() || hints.remaining == Some(0) => {
-                let written = store
-                    .update_limiter(&h.key, &h.provider, |state, now| {
-                        state.apply_hints(&hints, now);
-                        (state.clone(), now)
-                    })
-                    .await;
-                match written {
-                    Ok((state, now)) => self.remember(&h.key, state, h.cfg, now),
-                    // The provider will say it again on the next call; nothing is lost for good.
-                    Err(e) => {
-                        tracing::warn!(limiter = %h.key, error = %e, "storing a provider rate-limit hint failed")
-                    }
-                }
-            }
-            Backend::Postgres => {
-                self.pending
-                    .lock()
-                    .expect("limiter lock")
-                    .insert(h.key.clone(), hints);
+        match store
+            .observe_limiter(&h.key, &h.provider, hints, wall_ms())
+            .await
+        {
+            Ok(Some(reading)) => self.remember(&h.key, reading.state, h.cfg, reading.now),
+            Ok(None) => {}
+            // The provider will say it again on the next call; nothing is lost for good.
+            Err(e) => {
+                tracing::warn!(limiter = %h.key, error = %e, "storing a provider rate-limit hint failed")
             }
         }
     }
@@ -213,10 +160,8 @@ impl Limiters {
     /// The shared state right now (one read on PostgreSQL), for callers that must know before
     /// spending calls (reconcile and audit yield while it is set).
     pub async fn near_depletion_now(&self, store: &Store, h: &LimiterHandle) -> bool {
-        if store.backend() == Backend::Postgres {
-            if let Ok(Some((state, now))) = store.limiter_state(&h.key).await {
-                self.remember(&h.key, state, h.cfg, now);
-            }
+        if let Ok(Some(reading)) = store.shared_limiter(&h.key).await {
+            self.remember(&h.key, reading.state, h.cfg, reading.now);
         }
         self.near_depletion_of(&h.key)
     }
@@ -233,13 +178,4 @@ impl Limiters {
             .expect("limiter lock")
             .insert(key.to_string(), seen);
     }
-}
-
-/// The wall clock, not the app's clock: limiter waits are real sleeps against a real provider,
-/// so a test's frozen clock must not freeze them.
-fn wall_ms() -> Millis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as Millis)
-        .unwrap_or(0)
 }

@@ -3,10 +3,14 @@
 //! below, and the top-level module graph must have no cycle. ARCHITECTURE.md draws the same
 //! picture; change both together.
 //!
-//! Inline `#[cfg(test)] mod tests { … }` blocks at the end of a file are not counted: a test may
-//! reach anywhere.
+//! The graph is read by the workspace's shared checker (`syncguard-core/tests/support/
+//! modgraph.rs`: paths, `use` groups, doc comments; not a trailing `#[cfg(test)] mod tests`,
+//! since a test may reach anywhere); this file adds the layer order.
 
-use std::collections::{BTreeMap, BTreeSet};
+#[path = "../../../syncguard-core/tests/support/modgraph.rs"]
+mod modgraph;
+
+use modgraph::Graph;
 use std::path::Path;
 
 /// Top-level modules by layer, highest first. A module may import only from layers after its
@@ -31,94 +35,12 @@ const LAYERS: &[&[&str]] = &[
     ],
 ];
 
-/// Edges `from -> to` (with one place each is made) between top-level modules of `src`.
-fn module_graph(src: &Path) -> BTreeMap<String, BTreeMap<String, String>> {
-    let mut graph: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    let mut stack = vec![src.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            if path.extension().and_then(|e| e.to_str()) != Some("rs") {
-                continue;
-            }
-            let rel = path.strip_prefix(src).unwrap();
-            let first = rel.components().next().unwrap().as_os_str();
-            let top = first.to_str().unwrap().trim_end_matches(".rs").to_string();
-            if top == "lib" || top == "main" {
-                continue;
-            }
-            let text = std::fs::read_to_string(&path).unwrap();
-            let text = strip_inline_tests(&text);
-            let edges = graph.entry(top.clone()).or_default();
-            for (line_no, line) in text.lines().enumerate() {
-                for to in referenced_modules(line) {
-                    if to != top {
-                        edges
-                            .entry(to)
-                            .or_insert_with(|| format!("{}:{}", rel.display(), line_no + 1));
-                    }
-                }
-            }
-        }
-    }
-    graph
-}
-
-/// The text before a trailing `#[cfg(test)] mod tests {`.
-fn strip_inline_tests(text: &str) -> &str {
-    match text.find("#[cfg(test)]\nmod tests {") {
-        Some(at) => &text[..at],
-        None => text,
-    }
-}
-
-/// Top-level modules a line names as `crate::x` or inside `crate::{x, y::z}`.
-fn referenced_modules(line: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut rest = line;
-    while let Some(at) = rest.find("crate::") {
-        let before = rest[..at].chars().last();
-        rest = &rest[at + "crate::".len()..];
-        if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
-            continue; // `syncguard_crate::…` or similar: not this crate's path.
-        }
-        if let Some(group) = rest.strip_prefix('{') {
-            let end = group.find('}').unwrap_or(group.len());
-            for item in group[..end].split(',') {
-                let name = item.trim().split("::").next().unwrap_or("").trim();
-                if is_ident(name) && name != "self" {
-                    found.push(name.to_string());
-                }
-            }
-        } else {
-            let name: String = rest
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            if is_ident(&name) {
-                found.push(name);
-            }
-        }
-    }
-    found
-}
-
-fn is_ident(s: &str) -> bool {
-    s.chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-}
-
 fn layer_of(module: &str) -> Option<usize> {
     LAYERS.iter().position(|l| l.contains(&module))
 }
 
 /// What is wrong with `graph`: modules no layer names, edges that point up or across, cycles.
-fn problems(graph: &BTreeMap<String, BTreeMap<String, String>>) -> Vec<String> {
+fn problems(graph: &Graph) -> Vec<String> {
     let mut out = Vec::new();
     let foundation = LAYERS.len() - 1;
     for (from, edges) in graph {
@@ -126,75 +48,36 @@ fn problems(graph: &BTreeMap<String, BTreeMap<String, String>>) -> Vec<String> {
             out.push(format!("module `{from}` is in no layer: add it to LAYERS"));
             continue;
         };
-        for (to, at) in edges {
-            let Some(lt) = layer_of(to) else {
-                out.push(format!(
-                    "`{from}` names `crate::{to}`, which is no module ({at})"
-                ));
-                continue;
-            };
+        for (to, files) in edges {
+            let lt = layer_of(to).unwrap_or(foundation);
             if lt < lf || (lt == lf && lf != foundation) {
-                out.push(format!("`{from}` must not import `{to}` ({at})"));
+                let at: Vec<_> = files.iter().cloned().collect();
+                out.push(format!(
+                    "`{from}` must not import `{to}` ({})",
+                    at.join(", ")
+                ));
             }
         }
     }
-    for cycle in cycles(graph) {
-        out.push(format!("cycle: {}", cycle.join(" -> ")));
+    for cycle in modgraph::cycles(graph) {
+        out.push(format!("cycle: {}", cycle.join(" <-> ")));
     }
     out
-}
-
-/// One cycle through each strongly connected part of `graph` that has more than one module.
-fn cycles(graph: &BTreeMap<String, BTreeMap<String, String>>) -> Vec<Vec<String>> {
-    let mut found = Vec::new();
-    let mut done: BTreeSet<String> = BTreeSet::new();
-    for start in graph.keys() {
-        if done.contains(start) {
-            continue;
-        }
-        // Depth-first search for a path back to `start`.
-        let mut path = vec![start.clone()];
-        let mut seen = BTreeSet::from([start.clone()]);
-        if let Some(cycle) = back_to(graph, start, &mut path, &mut seen) {
-            done.extend(cycle.iter().cloned());
-            found.push(cycle);
-        }
-        done.insert(start.clone());
-    }
-    found
-}
-
-fn back_to(
-    graph: &BTreeMap<String, BTreeMap<String, String>>,
-    start: &str,
-    path: &mut Vec<String>,
-    seen: &mut BTreeSet<String>,
-) -> Option<Vec<String>> {
-    let here = path.last().unwrap().clone();
-    for next in graph.get(&here).into_iter().flat_map(|e| e.keys()) {
-        if next == start {
-            let mut cycle = path.clone();
-            cycle.push(start.to_string());
-            return Some(cycle);
-        }
-        if seen.insert(next.clone()) {
-            path.push(next.clone());
-            if let Some(c) = back_to(graph, start, path, seen) {
-                return Some(c);
-            }
-            path.pop();
-        }
-    }
-    None
 }
 
 #[test]
 fn top_level_modules_follow_the_layers_without_cycles() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let graph = module_graph(&src);
+    let graph = modgraph::graph_of(&src);
     assert!(graph.contains_key("services") && graph.contains_key("engine"));
     let problems = problems(&graph);
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The text before a trailing `#[cfg(test)] mod tests {`.
+fn before_test_module(text: &str) -> &str {
+    text.find("#[cfg(test)]\nmod tests {")
+        .map_or(text, |at| &text[..at])
 }
 
 /// Layers below the HTTP layer never name axum: HTTP shapes stay in `api`.
@@ -211,7 +94,7 @@ fn nothing_below_the_http_layer_names_axum() {
             }
         } else if path.extension().and_then(|e| e.to_str()) == Some("rs") {
             let text = std::fs::read_to_string(&path).unwrap();
-            for (n, line) in strip_inline_tests(&text).lines().enumerate() {
+            for (n, line) in before_test_module(&text).lines().enumerate() {
                 if line.contains("axum::") || line.contains("use axum") {
                     found.push(format!("{}:{}", path.display(), n + 1));
                 }
@@ -222,19 +105,15 @@ fn nothing_below_the_http_layer_names_axum() {
 }
 
 #[test]
-fn the_check_sees_grouped_imports_upward_edges_and_cycles() {
-    assert_eq!(
-        referenced_modules("use crate::{engine::handler::JobError, provider, self};"),
-        ["engine", "provider"]
-    );
-    assert_eq!(referenced_modules("/// see [`crate::app::App`]"), ["app"]);
-    assert!(referenced_modules("use syncguard_crate::x;").is_empty());
+fn the_check_refuses_upward_and_cross_edges_cycles_and_unplaced_modules() {
     let edge = |pairs: &[(&str, &str)]| {
-        let mut g: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        let mut g = Graph::new();
         for (a, b) in pairs {
             g.entry(a.to_string())
                 .or_default()
-                .insert(b.to_string(), "here".into());
+                .entry(b.to_string())
+                .or_default()
+                .insert("here".into());
             g.entry(b.to_string()).or_default();
         }
         g
@@ -245,10 +124,14 @@ fn the_check_sees_grouped_imports_upward_edges_and_cycles() {
     let across = problems(&edge(&[("provider", "engine")]));
     assert_eq!(across, ["`provider` must not import `engine` (here)"]);
     let cycle = problems(&edge(&[("config", "clock"), ("clock", "config")]));
-    assert_eq!(cycle, ["cycle: clock -> config -> clock"]);
+    assert_eq!(cycle, ["cycle: clock <-> config"]);
     let unknown = problems(&edge(&[("dashboard", "env")]));
     assert_eq!(
         unknown,
         ["module `dashboard` is in no layer: add it to LAYERS"]
+    );
+    assert!(
+        modgraph::crate_refs("use crate::{engine::handler::JobError, provider};")
+            .contains("provider")
     );
 }

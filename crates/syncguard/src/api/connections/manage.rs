@@ -257,7 +257,7 @@ pub async fn create(
         }
         credentials = Some(merged);
     }
-    let id = syncguard_core::ids::new_id("con");
+    let id = crate::clock::new_id("con");
     let status = initial_status(def, credentials.as_ref(), webhook_secrets.is_some());
     let via = if body.auth_code.is_some() {
         "auth_code"

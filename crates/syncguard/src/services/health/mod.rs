@@ -4,7 +4,7 @@
 //! part of it.
 //!
 //! # Nothing on the request path touches the store
-//! The snapshot is in memory, and so are the API keys that asked for it (`api::key_cache`:
+//! The snapshot is in memory, and so are the API keys that asked for it (`services::key_cache`:
 //! verified keys by hash, for `api.key_cache_ttl_ms`). A store outage therefore leaves health
 //! answering from the last snapshot, marked `stale` with the store reported unreachable; the
 //! snapshotter skips its rounds while the store probe says the store is down, so it never

@@ -225,7 +225,7 @@ fn describe(
         "{}:{}:{resource}:{action}:{hash}",
         gate.tenant_id, gate.connection_id
     );
-    let id = syncguard_core::ids::new_id("evt");
+    let id = crate::clock::new_id("evt");
     let correlation_id = delivery_id
         .clone()
         .or(request_id)

@@ -331,7 +331,7 @@ async fn unsigned_connection(app: &TestApp) -> String {
         .create_tenant("dev", now_s() * 1000)
         .await
         .unwrap();
-    let id = syncguard_core::ids::new_id("con");
+    let id = syncguard::clock::new_id("con");
     let c = NewConnection {
         id: id.clone(),
         tenant_id: t.id,

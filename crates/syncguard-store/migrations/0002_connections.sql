@@ -8,8 +8,8 @@ CREATE TABLE connections (
     name             TEXT NOT NULL,
     status           TEXT NOT NULL,
     config           TEXT NOT NULL,
-    credentials      BYTEA,
-    webhook_secrets  BYTEA,
+    credentials      {{bytes}},
+    webhook_secrets  {{bytes}},
     created_at       BIGINT NOT NULL,
     updated_at       BIGINT NOT NULL,
     last_webhook_at  BIGINT,
@@ -18,7 +18,7 @@ CREATE TABLE connections (
 CREATE INDEX connections_tenant ON connections (tenant_id, id);
 
 CREATE TABLE connection_status_history (
-    id             BIGSERIAL PRIMARY KEY,
+    id             {{serial_pk}},
     connection_id  TEXT NOT NULL,
     from_status    TEXT,
     to_status      TEXT NOT NULL,

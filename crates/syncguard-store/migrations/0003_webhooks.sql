@@ -17,7 +17,7 @@ CREATE TABLE inbound_events (
     -- JSON array of [name, value] pairs, credentials removed.
     headers         TEXT NOT NULL,
     -- The raw bytes exactly as received.
-    body            BYTEA NOT NULL,
+    body            {{bytes}} NOT NULL,
     attempts        BIGINT NOT NULL DEFAULT 0,
     note            TEXT,
     received_at     BIGINT NOT NULL,
@@ -32,12 +32,14 @@ CREATE INDEX inbound_events_tenant ON inbound_events (tenant_id, id);
 CREATE INDEX inbound_events_connection ON inbound_events (connection_id, id);
 
 -- Content-key deduplication: the first event seen with a key owns it for the window (24 h);
--- a claim older than the window is taken over by the next event with that key.
+--sqlite: -- a claim older than the window is taken over by the next event with that key. Rows are small
+--sqlite: -- and looked up by key only, so the key is the table's own B-tree (one write per claim).
+--postgres: -- a claim older than the window is taken over by the next event with that key.
 CREATE TABLE inbound_content_keys (
     content_key  TEXT PRIMARY KEY,
     event_id     TEXT NOT NULL,
     seen_at      BIGINT NOT NULL
-);
+){{without_rowid}};
 CREATE INDEX inbound_content_keys_seen ON inbound_content_keys (seen_at);
 
 -- Every job enqueued for or run on an event: the first one, replays, dead-letter replays.
@@ -45,4 +47,4 @@ CREATE TABLE inbound_event_jobs (
     event_id  TEXT NOT NULL,
     job_id    BIGINT NOT NULL,
     PRIMARY KEY (event_id, job_id)
-);
+){{without_rowid}};

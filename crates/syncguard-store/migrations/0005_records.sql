@@ -14,7 +14,7 @@ CREATE TABLE records (
 );
 
 CREATE TABLE changes (
-    seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq            {{serial_pk}},
     tenant_id      TEXT NOT NULL,
     connection_id  TEXT NOT NULL,
     resource       TEXT NOT NULL,

@@ -31,7 +31,7 @@ CREATE TABLE snapshot_data (
 );
 
 CREATE TABLE snapshots (
-    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    id             {{serial_pk}},
     tenant_id      TEXT NOT NULL,
     connection_id  TEXT NOT NULL,
     resource       TEXT NOT NULL,
@@ -46,7 +46,7 @@ CREATE INDEX snapshots_object ON snapshots (connection_id, resource, external_id
 CREATE INDEX snapshots_tenant ON snapshots (tenant_id, id);
 
 CREATE TABLE drift_events (
-    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    id              {{serial_pk}},
     tenant_id       TEXT NOT NULL,
     connection_id   TEXT NOT NULL,
     resource        TEXT NOT NULL,

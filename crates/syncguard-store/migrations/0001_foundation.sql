@@ -21,7 +21,7 @@ CREATE TABLE api_keys (
 CREATE INDEX api_keys_tenant ON api_keys (tenant_id, id);
 
 CREATE TABLE audit_log (
-    id          BIGSERIAL PRIMARY KEY,
+    id          {{serial_pk}},
     tenant_id   TEXT,
     actor       TEXT NOT NULL,
     action      TEXT NOT NULL,
@@ -39,7 +39,7 @@ CREATE TABLE idempotency_keys (
     state         TEXT NOT NULL,
     status        BIGINT,
     content_type  TEXT,
-    body          BYTEA,
+    body          {{bytes}},
     created_at    BIGINT NOT NULL,
     locked_until  BIGINT NOT NULL,
     PRIMARY KEY (scope, key)
@@ -47,7 +47,7 @@ CREATE TABLE idempotency_keys (
 CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);
 
 CREATE TABLE jobs (
-    id               BIGSERIAL PRIMARY KEY,
+    id               {{serial_pk}},
     tenant_id        TEXT,
     connection_id    TEXT,
     kind             TEXT NOT NULL,
