@@ -17,6 +17,9 @@ enum Held {
     Advisory {
         conn: PoolConnection<Postgres>,
         lock: i64,
+        /// The pool `conn` came from: once it is closed, leadership is given up, so that
+        /// closing the store does not wait forever on the held connection.
+        pool: sqlx::PgPool,
     },
 }
 
@@ -31,15 +34,20 @@ impl Store {
             .bind(lock)
             .fetch_one(&mut *conn)
             .await?;
-        Ok(got.then_some(Leadership(Held::Advisory { conn, lock })))
+        Ok(got.then_some(Leadership(Held::Advisory {
+            conn,
+            lock,
+            pool: pool.clone(),
+        })))
     }
 }
 
 impl Leadership {
-    /// Whether the leadership still holds (its connection is alive).
+    /// Whether the leadership still holds: its connection is alive and its store not closed.
     pub async fn still_held(&mut self) -> bool {
         match &mut self.0 {
             Held::Sole => true,
+            Held::Advisory { pool, .. } if pool.is_closed() => false,
             Held::Advisory { conn, .. } => {
                 sqlx::query("SELECT 1").execute(&mut **conn).await.is_ok()
             }
@@ -47,7 +55,7 @@ impl Leadership {
     }
 
     pub async fn release(self) {
-        if let Held::Advisory { mut conn, lock } = self.0 {
+        if let Held::Advisory { mut conn, lock, .. } = self.0 {
             let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
                 .bind(lock)
                 .execute(&mut *conn)

@@ -8,6 +8,7 @@ mod dead_letters;
 mod events;
 mod fairness;
 mod fencing;
+mod leader;
 mod limiter;
 mod modules;
 mod provider_state;
