@@ -76,6 +76,10 @@ pub async fn serve(
         store.backend().as_str()
     );
     eprintln!("  config: {config_source}");
+    for var in crate::config::unrecognized_env_vars() {
+        eprintln!("  warning: {var} names no configuration key; it is ignored");
+        tracing::warn!(variable = %var, "environment variable names no configuration key; ignored");
+    }
     eprintln!(
         "  role:   {:?}, {} workers",
         config.role, config.queue.workers
