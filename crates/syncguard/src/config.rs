@@ -729,6 +729,45 @@ mod tests {
         });
     }
 
+    /// The example file at the root of the repository.
+    const EXAMPLE: &str = include_str!("../../../syncguard.example.toml");
+
+    #[test]
+    fn the_example_file_parses_into_exactly_the_defaults() {
+        let parsed: Config = toml::from_str(EXAMPLE).expect("the example parses");
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn the_example_file_names_every_key() {
+        // Keys missing from the example would still parse (to their defaults): compare names.
+        fn walk(prefix: &str, t: &toml::Table, out: &mut Vec<String>) {
+            for (k, v) in t {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                match v {
+                    toml::Value::Table(t) if path != "queue.kinds" => walk(&path, t, out),
+                    _ => out.push(path),
+                }
+            }
+        }
+        let table: toml::Table = toml::from_str(EXAMPLE).unwrap();
+        let mut in_example = Vec::new();
+        walk("", &table, &mut in_example);
+        in_example.retain(|k| k != "queue.kinds");
+        in_example.sort();
+        let mut keys: Vec<String> = known_keys().into_iter().map(|(k, _)| k).collect();
+        keys.sort();
+        assert_eq!(in_example, keys, "syncguard.example.toml lists every key");
+        assert!(
+            table["queue"].get("kinds").is_some(),
+            "[queue.kinds] is shown"
+        );
+    }
+
     #[test]
     fn defaults_are_valid() {
         Config::default().validate().unwrap();
