@@ -583,6 +583,34 @@ impl Config {
     }
 }
 
+impl Config {
+    /// This configuration with its secrets replaced by `***`: the password of the database URL
+    /// (in its user part or a `password=` parameter) and the previous master keys.
+    pub fn redacted(&self) -> Config {
+        let mut c = self.clone();
+        c.database_url = redact_database_url(&c.database_url);
+        for k in &mut c.previous_master_keys {
+            *k = "***".into();
+        }
+        c
+    }
+}
+
+fn redact_database_url(url: &str) -> String {
+    let url = syncguard_store::redact_url(url);
+    let Some((base, query)) = url.split_once('?') else {
+        return url;
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|p| match p.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+            _ => p.to_string(),
+        })
+        .collect();
+    format!("{base}?{}", query.join("&"))
+}
+
 /// figment's message, with its internal "default." profile prefix dropped from key paths.
 fn describe(e: figment::Error) -> String {
     e.into_iter()
@@ -765,6 +793,27 @@ mod tests {
         assert!(
             table["queue"].get("kinds").is_some(),
             "[queue.kinds] is shown"
+        );
+    }
+
+    #[test]
+    fn redaction_hides_passwords_and_master_keys() {
+        let c = Config {
+            database_url: "postgres://sg:hunter2@db:5432/sg?sslmode=require&password=hunter3"
+                .into(),
+            previous_master_keys: vec!["c2VjcmV0".into()],
+            ..Config::default()
+        };
+        let r = c.redacted();
+        assert_eq!(
+            r.database_url,
+            "postgres://sg:***@db:5432/sg?sslmode=require&password=***"
+        );
+        assert_eq!(r.previous_master_keys, ["***"]);
+        let text = toml::to_string(&r).unwrap();
+        assert!(
+            !text.contains("hunter") && !text.contains("c2VjcmV0"),
+            "{text}"
         );
     }
 
