@@ -51,6 +51,29 @@ async fn serve_starts_with_the_command_line_variables_set(backend: Backend) {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert!(!node.log_text().contains("names no configuration key"));
+    // The process exports its build and process metrics.
+    let metrics = reqwest::get(format!("{}/metrics", node.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let build = format!("version=\"{}\"", env!("CARGO_PKG_VERSION"));
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("syncguard_build_info{")
+                && l.contains(&build)
+                && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    let rss: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+        .expect("process_resident_memory_bytes")
+        .parse()
+        .unwrap();
+    assert!(rss > 1_000_000.0, "{rss}");
 }
 
 #[test]
