@@ -314,12 +314,10 @@ fn env_key(var: &str) -> Option<EnvKey> {
         return Some(EnvKey::Scalar(format!("queue.kinds.{kind}.{field}")));
     }
     known_keys().into_iter().find_map(|(path, list)| {
-        (path.replace('.', "_") == key).then(|| {
-            if list {
-                EnvKey::List(path)
-            } else {
-                EnvKey::Scalar(path)
-            }
+        (path.replace('.', "_") == key).then_some(if list {
+            EnvKey::List(path)
+        } else {
+            EnvKey::Scalar(path)
         })
     })
 }
