@@ -820,11 +820,18 @@ mod tests {
         Config::default().validate().unwrap();
     }
 
+    /// Loads `text` as the file, inside a [`figment::Jail`]: the jail's lock keeps tests that
+    /// set variables from running at the same time.
+    #[allow(clippy::result_large_err)]
     fn load_toml(text: &str) -> Result<Config, ConfigError> {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("syncguard.toml");
-        std::fs::write(&path, text).unwrap();
-        Config::load(Some(&path), &Overrides::default()).map(|l| l.config)
+        let mut out = None;
+        figment::Jail::expect_with(|jail| {
+            let path = jail.directory().join("syncguard.toml");
+            std::fs::write(&path, text).unwrap();
+            out = Some(Config::load(Some(&path), &Overrides::default()).map(|l| l.config));
+            Ok(())
+        });
+        out.expect("the jail ran")
     }
 
     #[test]
