@@ -7,7 +7,7 @@
 //! (`SYNCGUARD_QUEUE_WORKERS`). Variables that name no key (`SYNCGUARD_BOOTSTRAP_KEY`, …) are
 //! not configuration and are ignored here.
 
-use figment::providers::{Env, Format, Serialized, Toml};
+use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -226,28 +226,197 @@ pub struct Loaded {
     pub file: Option<PathBuf>,
 }
 
-const SECTIONS: &[&str] = &["queue", "api", "store", "egress"];
+/// Variables of the command line and of tests. They share the `SYNCGUARD_` prefix but are never
+/// configuration, even where their name looks like a key (`SYNCGUARD_API_KEY` is not `api.key`).
+pub const CLI_VARIABLES: &[&str] = &[
+    "SYNCGUARD_API_KEY",
+    "SYNCGUARD_URL",
+    "SYNCGUARD_CONFIG",
+    "SYNCGUARD_BOOTSTRAP_KEY",
+    "SYNCGUARD_MASTER_KEY",
+    "SYNCGUARD_TEST_POSTGRES_URL",
+    "SYNCGUARD_BENCH_KEY",
+];
 
-/// `SYNCGUARD_QUEUE_LEASE_MS` → `queue.lease_ms`; `SYNCGUARD_DATABASE_URL` → `database_url`;
-/// anything else → not configuration.
-fn env_key(var: &str) -> Option<String> {
-    let key = var.to_ascii_lowercase();
-    let top = [
-        "database_url",
-        "listen",
-        "environment",
-        "log_format",
-        "role",
-    ];
-    if top.contains(&key.as_str()) {
-        return Some(key);
+/// The fields of `[queue.kinds.<kind>]`.
+const KIND_KEYS: &[&str] = &["max_attempts", "timeout_ms"];
+
+/// What an environment variable sets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum EnvKey {
+    /// A key holding one value: `queue.workers`.
+    Scalar(String),
+    /// A key holding a list, written comma-separated: `egress.allow`.
+    List(String),
+}
+
+impl EnvKey {
+    fn path(&self) -> &str {
+        match self {
+            EnvKey::Scalar(k) | EnvKey::List(k) => k,
+        }
     }
-    SECTIONS.iter().find_map(|s| {
-        key.strip_prefix(s)
-            .and_then(|rest| rest.strip_prefix('_'))
-            .filter(|rest| !rest.is_empty())
-            .map(|rest| format!("{s}.{rest}"))
+}
+
+/// Every key of the configuration (dotted), with whether it holds a list; `queue.kinds` is
+/// left out (its keys are per kind).
+fn known_keys() -> Vec<(String, bool)> {
+    fn walk(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, bool)>) {
+        let serde_json::Value::Object(m) = v else {
+            return;
+        };
+        for (k, v) in m {
+            let path = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            match v {
+                _ if path == "queue.kinds" => {}
+                serde_json::Value::Object(_) => walk(&path, v, out),
+                _ => out.push((path, v.is_array())),
+            }
+        }
+    }
+    let defaults = serde_json::to_value(Config::default()).expect("the configuration serializes");
+    let mut out = Vec::new();
+    walk("", &defaults, &mut out);
+    out
+}
+
+/// Maps a variable onto the key it sets:
+/// - `SYNCGUARD_<KEY>` → a top-level key (`SYNCGUARD_DATABASE_URL` → `database_url`);
+/// - `SYNCGUARD_<SECTION>_<KEY>` → a key of a section (`SYNCGUARD_QUEUE_LEASE_MS` →
+///   `queue.lease_ms`);
+/// - `SYNCGUARD_QUEUE_KINDS_<KIND>_<KEY>` → `queue.kinds.<kind>.<key>`, where in `<KIND>` a
+///   single `_` stands for the `.` of a job kind and `__` for a literal `_`
+///   (`SYNCGUARD_QUEUE_KINDS_WEBHOOK_PROCESS_MAX_ATTEMPTS` →
+///   `queue.kinds."webhook.process".max_attempts`).
+///
+/// Variables of the command line ([`CLI_VARIABLES`]) and anything naming no key are not
+/// configuration: `None`.
+fn env_key(var: &str) -> Option<EnvKey> {
+    if CLI_VARIABLES.contains(&var) {
+        return None;
+    }
+    let key = var.strip_prefix("SYNCGUARD_")?.to_ascii_lowercase();
+    if let Some(rest) = key.strip_prefix("queue_kinds_") {
+        let (kind, field) = KIND_KEYS.iter().find_map(|f| {
+            rest.strip_suffix(f)
+                .and_then(|k| k.strip_suffix('_'))
+                .filter(|k| !k.is_empty())
+                .map(|k| (k, *f))
+        })?;
+        let kind = kind
+            .replace("__", "\u{0}")
+            .replace('_', ".")
+            .replace('\u{0}', "_");
+        return Some(EnvKey::Scalar(format!("queue.kinds.{kind}.{field}")));
+    }
+    known_keys().into_iter().find_map(|(path, list)| {
+        (path.replace('.', "_") == key).then_some(if list {
+            EnvKey::List(path)
+        } else {
+            EnvKey::Scalar(path)
+        })
     })
+}
+
+/// `SYNCGUARD_*` variables that are neither configuration nor a known variable of the command
+/// line: most likely a misspelt key. They are ignored; `serve` and `config check` name them.
+pub fn unrecognized_env_vars() -> Vec<String> {
+    let mut vars: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| {
+            k.starts_with("SYNCGUARD_")
+                && !CLI_VARIABLES.contains(&k.as_str())
+                && env_key(k).is_none()
+        })
+        .collect();
+    vars.sort();
+    vars
+}
+
+/// A list from the environment: comma-separated (`a, b`), or a TOML array (`["a", "b"]`).
+fn env_list(value: &str) -> Result<Vec<String>, String> {
+    let t = value.trim();
+    if t.starts_with('[') {
+        #[derive(Deserialize)]
+        struct L {
+            v: Vec<String>,
+        }
+        return toml::from_str::<L>(&format!("v = {t}"))
+            .map(|l| l.v)
+            .map_err(|e| e.message().to_string());
+    }
+    Ok(t.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect())
+}
+
+/// The `SYNCGUARD_*` variables that are configuration, as a figment provider.
+fn env_provider() -> Result<EnvVars, ConfigError> {
+    let mut dict = figment::value::Dict::new();
+    let mut vars: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    vars.sort();
+    for (var, value) in vars {
+        let Some(key) = env_key(&var) else { continue };
+        let value: figment::value::Value = match &key {
+            EnvKey::List(_) => env_list(&value)
+                .map_err(|e| ConfigError(format!("`{}` ({var}): {e}", key.path())))?
+                .into(),
+            EnvKey::Scalar(_) => value
+                .parse()
+                .expect("figment parses any string into a value"),
+        };
+        insert(&mut dict, key.path(), value);
+    }
+    Ok(EnvVars(dict))
+}
+
+/// The configuration read from the environment, named as such in errors.
+struct EnvVars(figment::value::Dict);
+
+impl figment::Provider for EnvVars {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named("`SYNCGUARD_*` environment variable(s)")
+    }
+
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        Ok(figment::Profile::Default.collect(self.0.clone()))
+    }
+}
+
+/// Sets `path` (dotted; a job kind is one segment) in `dict`.
+fn insert(dict: &mut figment::value::Dict, path: &str, value: figment::value::Value) {
+    use figment::value::{Dict, Value};
+    let segments: Vec<String> = match path.strip_prefix("queue.kinds.") {
+        Some(rest) => {
+            let (kind, field) = rest.rsplit_once('.').expect("kind and field");
+            vec!["queue".into(), "kinds".into(), kind.into(), field.into()]
+        }
+        None => path.split('.').map(String::from).collect(),
+    };
+    let mut cur = dict;
+    for seg in &segments[..segments.len() - 1] {
+        let entry = cur
+            .entry(seg.clone())
+            .or_insert_with(|| Value::from(Dict::new()));
+        if !matches!(entry, Value::Dict(..)) {
+            *entry = Value::from(Dict::new());
+        }
+        let Value::Dict(_, d) = entry else {
+            unreachable!()
+        };
+        cur = d;
+    }
+    cur.insert(segments[segments.len() - 1].clone(), value);
 }
 
 impl Config {
@@ -270,8 +439,7 @@ impl Config {
         if let Some(f) = &file {
             fig = fig.merge(Toml::file(f));
         }
-        fig = fig
-            .merge(Env::prefixed("SYNCGUARD_").filter_map(|k| env_key(k.as_str()).map(Into::into)));
+        fig = fig.merge(env_provider()?);
         if let Some(v) = &overrides.database_url {
             fig = fig.merge(("database_url", v));
         }
@@ -413,6 +581,34 @@ impl Config {
     }
 }
 
+impl Config {
+    /// This configuration with its secrets replaced by `***`: the password of the database URL
+    /// (in its user part or a `password=` parameter) and the previous master keys.
+    pub fn redacted(&self) -> Config {
+        let mut c = self.clone();
+        c.database_url = redact_database_url(&c.database_url);
+        for k in &mut c.previous_master_keys {
+            *k = "***".into();
+        }
+        c
+    }
+}
+
+fn redact_database_url(url: &str) -> String {
+    let url = syncguard_store::redact_url(url);
+    let Some((base, query)) = url.split_once('?') else {
+        return url;
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|p| match p.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+            _ => p.to_string(),
+        })
+        .collect();
+    format!("{base}?{}", query.join("&"))
+}
+
 /// figment's message, with its internal "default." profile prefix dropped from key paths.
 fn describe(e: figment::Error) -> String {
     e.into_iter()
@@ -438,16 +634,185 @@ fn describe(e: figment::Error) -> String {
 mod tests {
     use super::*;
 
+    fn scalar(k: &str) -> Option<EnvKey> {
+        Some(EnvKey::Scalar(k.into()))
+    }
+
     #[test]
     fn env_names_map_to_keys() {
-        assert_eq!(env_key("DATABASE_URL").as_deref(), Some("database_url"));
-        assert_eq!(env_key("QUEUE_LEASE_MS").as_deref(), Some("queue.lease_ms"));
+        assert_eq!(env_key("SYNCGUARD_DATABASE_URL"), scalar("database_url"));
         assert_eq!(
-            env_key("API_BODY_LIMIT_BYTES").as_deref(),
-            Some("api.body_limit_bytes")
+            env_key("SYNCGUARD_QUEUE_LEASE_MS"),
+            scalar("queue.lease_ms")
         );
-        assert_eq!(env_key("BOOTSTRAP_KEY"), None);
-        assert_eq!(env_key("MASTER_KEY"), None);
+        assert_eq!(
+            env_key("SYNCGUARD_API_BODY_LIMIT_BYTES"),
+            scalar("api.body_limit_bytes")
+        );
+        assert_eq!(
+            env_key("SYNCGUARD_MASTER_KEY_FILE"),
+            scalar("master_key_file")
+        );
+        assert_eq!(
+            env_key("SYNCGUARD_PREVIOUS_MASTER_KEYS"),
+            Some(EnvKey::List("previous_master_keys".into()))
+        );
+        assert_eq!(
+            env_key("SYNCGUARD_PROVIDER_FILES"),
+            Some(EnvKey::List("provider_files".into()))
+        );
+        assert_eq!(
+            env_key("SYNCGUARD_QUEUE_KINDS_WEBHOOK_PROCESS_MAX_ATTEMPTS"),
+            scalar("queue.kinds.webhook.process.max_attempts")
+        );
+        assert_eq!(
+            env_key("SYNCGUARD_QUEUE_KINDS_MY__KIND_TIMEOUT_MS"),
+            scalar("queue.kinds.my_kind.timeout_ms")
+        );
+        assert_eq!(env_key("SYNCGUARD_QUEUE_KINDS_TIMEOUT_MS"), None);
+        assert_eq!(env_key("SYNCGUARD_QUEUE_WOKERS"), None);
+        assert_eq!(env_key("SYNCGUARD_QUEUE"), None);
+        assert_eq!(env_key("DATABASE_URL"), None);
+        for var in CLI_VARIABLES {
+            assert_eq!(env_key(var), None, "{var} is not configuration");
+        }
+    }
+
+    #[test]
+    fn every_key_has_a_variable() {
+        // Each key (but the per-kind map, tested above) round-trips through its variable name.
+        let keys = known_keys();
+        assert!(keys.len() >= 30, "{keys:?}");
+        for (path, list) in keys {
+            let var = format!("SYNCGUARD_{}", path.replace('.', "_").to_ascii_uppercase());
+            let want = if list {
+                EnvKey::List(path.clone())
+            } else {
+                EnvKey::Scalar(path.clone())
+            };
+            assert_eq!(env_key(&var), Some(want), "{var}");
+        }
+    }
+
+    #[test]
+    // figment's Jail closure returns figment's own (large) error type.
+    #[allow(clippy::result_large_err)]
+    fn cli_variables_never_collide_with_keys() {
+        figment::Jail::expect_with(|jail| {
+            for var in CLI_VARIABLES {
+                jail.set_env(var, "x");
+            }
+            jail.set_env("SYNCGUARD_QUEUE_WOKERS", "3");
+            let c = Config::load(None, &Overrides::default()).unwrap().config;
+            assert_eq!(c, Config::default());
+            assert_eq!(unrecognized_env_vars(), ["SYNCGUARD_QUEUE_WOKERS"]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn every_kind_of_key_is_settable_by_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SYNCGUARD_MASTER_KEY_FILE", "/etc/syncguard/master.key");
+            jail.set_env("SYNCGUARD_PREVIOUS_MASTER_KEYS", "a2V5MQ==, a2V5Mg==");
+            jail.set_env(
+                "SYNCGUARD_PROVIDER_FILES",
+                "/etc/p/one.toml,/etc/p/two.toml",
+            );
+            jail.set_env("SYNCGUARD_QUEUE_KINDS_WEBHOOK_PROCESS_MAX_ATTEMPTS", "9");
+            jail.set_env("SYNCGUARD_QUEUE_KINDS_WEBHOOK_PROCESS_TIMEOUT_MS", "1500");
+            jail.set_env("SYNCGUARD_QUEUE_KINDS_SYNC_RESOURCE_TIMEOUT_MS", "60000");
+            jail.set_env("SYNCGUARD_QUEUE_WORKERS", "7");
+            jail.set_env("SYNCGUARD_ROLE", "worker");
+            let c = Config::load(None, &Overrides::default()).unwrap().config;
+            assert_eq!(c.master_key_file, "/etc/syncguard/master.key");
+            assert_eq!(c.previous_master_keys, ["a2V5MQ==", "a2V5Mg=="]);
+            assert_eq!(c.provider_files, ["/etc/p/one.toml", "/etc/p/two.toml"]);
+            let wp = &c.queue.kinds["webhook.process"];
+            assert_eq!((wp.max_attempts, wp.timeout_ms), (Some(9), Some(1500)));
+            assert_eq!(c.queue.kinds["sync.resource"].timeout_ms, Some(60_000));
+            assert_eq!(c.max_attempts("webhook.process"), 9);
+            assert_eq!((c.queue.workers, c.role), (7, NodeRole::Worker));
+            // The environment wins over the file, key by key within a kind.
+            jail.create_file(
+                "syncguard.toml",
+                "[queue.kinds.\"webhook.process\"]\nmax_attempts = 2\n[queue.kinds.\"sync.tick\"]\nmax_attempts = 3\n",
+            )?;
+            let c = Config::load(None, &Overrides::default()).unwrap().config;
+            assert_eq!(c.queue.kinds["webhook.process"].max_attempts, Some(9));
+            assert_eq!(c.queue.kinds["sync.tick"].max_attempts, Some(3));
+            // A bad value names the key.
+            jail.set_env("SYNCGUARD_QUEUE_KINDS_SYNC_TICK_MAX_ATTEMPTS", "often");
+            let e = Config::load(None, &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("queue.kinds.sync.tick.max_attempts") && e.contains("SYNCGUARD_"),
+                "{e}"
+            );
+            Ok(())
+        });
+    }
+
+    /// The example file at the root of the repository.
+    const EXAMPLE: &str = include_str!("../../../syncguard.example.toml");
+
+    #[test]
+    fn the_example_file_parses_into_exactly_the_defaults() {
+        let parsed: Config = toml::from_str(EXAMPLE).expect("the example parses");
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn the_example_file_names_every_key() {
+        // Keys missing from the example would still parse (to their defaults): compare names.
+        fn walk(prefix: &str, t: &toml::Table, out: &mut Vec<String>) {
+            for (k, v) in t {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                match v {
+                    toml::Value::Table(t) if path != "queue.kinds" => walk(&path, t, out),
+                    _ => out.push(path),
+                }
+            }
+        }
+        let table: toml::Table = toml::from_str(EXAMPLE).unwrap();
+        let mut in_example = Vec::new();
+        walk("", &table, &mut in_example);
+        in_example.retain(|k| k != "queue.kinds");
+        in_example.sort();
+        let mut keys: Vec<String> = known_keys().into_iter().map(|(k, _)| k).collect();
+        keys.sort();
+        assert_eq!(in_example, keys, "syncguard.example.toml lists every key");
+        assert!(
+            table["queue"].get("kinds").is_some(),
+            "[queue.kinds] is shown"
+        );
+    }
+
+    #[test]
+    fn redaction_hides_passwords_and_master_keys() {
+        let c = Config {
+            database_url: "postgres://sg:hunter2@db:5432/sg?sslmode=require&password=hunter3"
+                .into(),
+            previous_master_keys: vec!["c2VjcmV0".into()],
+            ..Config::default()
+        };
+        let r = c.redacted();
+        assert_eq!(
+            r.database_url,
+            "postgres://sg:***@db:5432/sg?sslmode=require&password=***"
+        );
+        assert_eq!(r.previous_master_keys, ["***"]);
+        let text = toml::to_string(&r).unwrap();
+        assert!(
+            !text.contains("hunter") && !text.contains("c2VjcmV0"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -455,11 +820,18 @@ mod tests {
         Config::default().validate().unwrap();
     }
 
+    /// Loads `text` as the file, inside a [`figment::Jail`]: the jail's lock keeps tests that
+    /// set variables from running at the same time.
+    #[allow(clippy::result_large_err)]
     fn load_toml(text: &str) -> Result<Config, ConfigError> {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("syncguard.toml");
-        std::fs::write(&path, text).unwrap();
-        Config::load(Some(&path), &Overrides::default()).map(|l| l.config)
+        let mut out = None;
+        figment::Jail::expect_with(|jail| {
+            let path = jail.directory().join("syncguard.toml");
+            std::fs::write(&path, text).unwrap();
+            out = Some(Config::load(Some(&path), &Overrides::default()).map(|l| l.config));
+            Ok(())
+        });
+        out.expect("the jail ran")
     }
 
     #[test]
@@ -490,7 +862,10 @@ mod tests {
     // figment's Jail closure returns figment's own (large) error type.
     #[allow(clippy::result_large_err)]
     fn egress_allow_comes_from_the_file_or_the_environment() {
-        assert_eq!(env_key("EGRESS_ALLOW").as_deref(), Some("egress.allow"));
+        assert_eq!(
+            env_key("SYNCGUARD_EGRESS_ALLOW"),
+            Some(EnvKey::List("egress.allow".into()))
+        );
         let c =
             load_toml("[egress]\nallow = [\"10.0.0.0/8\", \"api.internal.example\"]\n").unwrap();
         assert_eq!(c.egress.allow, ["10.0.0.0/8", "api.internal.example"]);
@@ -506,6 +881,9 @@ mod tests {
                 "SYNCGUARD_EGRESS_ALLOW",
                 "[\"192.168.0.0/16\", \"db.internal\"]",
             );
+            let c = Config::load(None, &Overrides::default()).unwrap().config;
+            assert_eq!(c.egress.allow, ["192.168.0.0/16", "db.internal"]);
+            jail.set_env("SYNCGUARD_EGRESS_ALLOW", "192.168.0.0/16, db.internal,");
             let c = Config::load(None, &Overrides::default()).unwrap().config;
             assert_eq!(c.egress.allow, ["192.168.0.0/16", "db.internal"]);
             Ok(())

@@ -7,6 +7,7 @@ mod api;
 mod api_audit;
 mod api_idempotency;
 mod api_scope;
+mod config_cli;
 mod engine;
 mod fairness;
 mod fencing;
