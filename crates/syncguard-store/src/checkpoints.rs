@@ -336,7 +336,8 @@ impl Store {
         Ok(())
     }
 
-    /// Adds provider call outcomes made outside a page commit (refetches).
+    /// Adds provider call outcomes made outside a page commit (refetches). Not fenced: it
+    /// counts calls that reached the provider, and a run that lost its lease made them too.
     pub async fn record_call_outcomes(
         &self,
         tenant_id: &str,

@@ -256,7 +256,8 @@ impl Store {
         })
     }
 
-    /// Changes a connection's status and records the change; returns the previous status.
+    /// Changes a connection's status and records the change; returns the previous status. On
+    /// a fenced store (a handler's), only while the run's token holds.
     pub async fn set_connection_status(
         &self,
         id: &str,
@@ -266,6 +267,7 @@ impl Store {
     ) -> Result<String> {
         on_writer!(self, p => {
             let mut tx = p.begin().await?;
+            crate::queue::fence::check_fence!(self, self.fence, tx);
             let from = change_status!(tx, id, status, reason, now);
             tx.commit().await?;
             Ok(from)

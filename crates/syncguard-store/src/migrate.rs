@@ -46,6 +46,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(8, "0008_queue_fencing"),
     migration!(9, "0009_api_security"),
     migration!(10, "0010_bootstrap_keys"),
+    migration!(11, "0011_unconnected_jobs"),
 ];
 
 /// Arbitrary constant naming the migration lock among the database's advisory locks.
@@ -232,6 +233,11 @@ mod tests {
             10,
             "a54421c299da6d6135a6994210ed4abf46c76fe463bddeffbf8eebc1045a8706",
             "a54421c299da6d6135a6994210ed4abf46c76fe463bddeffbf8eebc1045a8706",
+        ),
+        (
+            11,
+            "d9be5ae3444d84f3f16650435b99caffb5535636b3b6876ef8bf6e1a1b72c67b",
+            "d9be5ae3444d84f3f16650435b99caffb5535636b3b6876ef8bf6e1a1b72c67b",
         ),
     ];
 

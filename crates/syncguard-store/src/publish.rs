@@ -6,6 +6,15 @@
 //! and a crash can never leave one without the other. The job's unique key is
 //! [`publish_job_key`]: one active publish per object, debounced by the caller's window.
 //!
+//! # Lock order
+//! On PostgreSQL an object's `desired_state` row is locked before its publish job's row. A
+//! `PUT` locks the row (`FOR UPDATE`) and then updates the active job (payload, run time), so
+//! the publish job's own writes update the row *before* checking their fencing token (which
+//! share-locks the job row). Checked first, the token's lock and the `PUT`'s were taken in
+//! opposite orders, and PostgreSQL broke the cycle by failing one of them (`deadlock
+//! detected`, a 500 to the `PUT`). The token is still checked inside the same transaction, so
+//! a run that lost its lease commits nothing either way.
+//!
 //! # Layout
 //! - this file: desired state and its publish job.
 //! - [`snapshots`]: captured states, their JSON stored once per (tenant, hash), each with its
@@ -257,7 +266,6 @@ impl Store {
     pub async fn mark_publish_attempt(&self, key: ObjectKey<'_>, hash: &str) -> Result<()> {
         on_writer!(self, p => {
             let mut tx = p.begin().await?;
-            crate::queue::fence::check_fence!(self, self.fence, tx);
             sqlx::query("UPDATE desired_state SET attempted_hash = $1 WHERE connection_id = $2 AND resource = $3 AND external_id = $4")
                 .bind(hash)
                 .bind(key.connection_id)
@@ -265,6 +273,8 @@ impl Store {
                 .bind(key.external_id)
                 .execute(&mut *tx)
                 .await?;
+            // After the row's update: see "Lock order" in the module docs.
+            crate::queue::fence::check_fence!(self, self.fence, tx);
             tx.commit().await?;
         });
         Ok(())
@@ -279,7 +289,6 @@ impl Store {
     ) -> Result<()> {
         on_writer!(self, p => {
             let mut tx = p.begin().await?;
-            crate::queue::fence::check_fence!(self, self.fence, tx);
             sqlx::query("UPDATE desired_state SET last_error = $1 WHERE connection_id = $2 AND resource = $3 AND external_id = $4 AND hash = $5")
                 .bind(error)
                 .bind(key.connection_id)
@@ -288,6 +297,8 @@ impl Store {
                 .bind(hash)
                 .execute(&mut *tx)
                 .await?;
+            // After the row's update: see "Lock order" in the module docs.
+            crate::queue::fence::check_fence!(self, self.fence, tx);
             tx.commit().await?;
         });
         Ok(())
@@ -307,7 +318,6 @@ impl Store {
         let backend = self.backend();
         on_writer!(self, p => {
             let mut tx = p.begin().await?;
-            crate::queue::fence::check_fence!(self, self.fence, tx);
             let updated = sqlx::query(
                 "UPDATE desired_state SET last_published_hash = $1, published_at = $2,
                         attempted_hash = CASE WHEN attempted_hash = $1 THEN NULL ELSE attempted_hash END,
@@ -321,6 +331,8 @@ impl Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
+            // After the row's update: see "Lock order" in the module docs.
+            crate::queue::fence::check_fence!(self, self.fence, tx);
             if updated == 0 {
                 return Ok(None);
             }

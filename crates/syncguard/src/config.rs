@@ -7,7 +7,11 @@
 //! (`SYNCGUARD_QUEUE_WORKERS`). Variables that name no key (`SYNCGUARD_BOOTSTRAP_KEY`, …) are
 //! not configuration and are ignored here.
 
-use figment::providers::{Env, Format, Serialized, Toml};
+mod env_vars;
+
+pub use env_vars::*;
+
+use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -226,30 +230,6 @@ pub struct Loaded {
     pub file: Option<PathBuf>,
 }
 
-const SECTIONS: &[&str] = &["queue", "api", "store", "egress"];
-
-/// `SYNCGUARD_QUEUE_LEASE_MS` → `queue.lease_ms`; `SYNCGUARD_DATABASE_URL` → `database_url`;
-/// anything else → not configuration.
-fn env_key(var: &str) -> Option<String> {
-    let key = var.to_ascii_lowercase();
-    let top = [
-        "database_url",
-        "listen",
-        "environment",
-        "log_format",
-        "role",
-    ];
-    if top.contains(&key.as_str()) {
-        return Some(key);
-    }
-    SECTIONS.iter().find_map(|s| {
-        key.strip_prefix(s)
-            .and_then(|rest| rest.strip_prefix('_'))
-            .filter(|rest| !rest.is_empty())
-            .map(|rest| format!("{s}.{rest}"))
-    })
-}
-
 impl Config {
     /// Loads the configuration: `path` (or `SYNCGUARD_CONFIG`, or `./syncguard.toml` when it
     /// exists), then the environment, then `overrides`.
@@ -270,8 +250,7 @@ impl Config {
         if let Some(f) = &file {
             fig = fig.merge(Toml::file(f));
         }
-        fig = fig
-            .merge(Env::prefixed("SYNCGUARD_").filter_map(|k| env_key(k.as_str()).map(Into::into)));
+        fig = fig.merge(env_provider()?);
         if let Some(v) = &overrides.database_url {
             fig = fig.merge(("database_url", v));
         }
@@ -413,6 +392,34 @@ impl Config {
     }
 }
 
+impl Config {
+    /// This configuration with its secrets replaced by `***`: the password of the database URL
+    /// (in its user part or a `password=` parameter) and the previous master keys.
+    pub fn redacted(&self) -> Config {
+        let mut c = self.clone();
+        c.database_url = redact_database_url(&c.database_url);
+        for k in &mut c.previous_master_keys {
+            *k = "***".into();
+        }
+        c
+    }
+}
+
+fn redact_database_url(url: &str) -> String {
+    let url = syncguard_store::redact_url(url);
+    let Some((base, query)) = url.split_once('?') else {
+        return url;
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|p| match p.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+            _ => p.to_string(),
+        })
+        .collect();
+    format!("{base}?{}", query.join("&"))
+}
+
 /// figment's message, with its internal "default." profile prefix dropped from key paths.
 fn describe(e: figment::Error) -> String {
     e.into_iter()
@@ -435,80 +442,4 @@ fn describe(e: figment::Error) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn env_names_map_to_keys() {
-        assert_eq!(env_key("DATABASE_URL").as_deref(), Some("database_url"));
-        assert_eq!(env_key("QUEUE_LEASE_MS").as_deref(), Some("queue.lease_ms"));
-        assert_eq!(
-            env_key("API_BODY_LIMIT_BYTES").as_deref(),
-            Some("api.body_limit_bytes")
-        );
-        assert_eq!(env_key("BOOTSTRAP_KEY"), None);
-        assert_eq!(env_key("MASTER_KEY"), None);
-    }
-
-    #[test]
-    fn defaults_are_valid() {
-        Config::default().validate().unwrap();
-    }
-
-    fn load_toml(text: &str) -> Result<Config, ConfigError> {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("syncguard.toml");
-        std::fs::write(&path, text).unwrap();
-        Config::load(Some(&path), &Overrides::default()).map(|l| l.config)
-    }
-
-    #[test]
-    fn file_values_apply_and_errors_name_the_key() {
-        let c = load_toml("listen = \"127.0.0.1:9999\"\n[queue]\nworkers = 4\n").unwrap();
-        assert_eq!((c.listen.as_str(), c.queue.workers), ("127.0.0.1:9999", 4));
-        let e = load_toml("[queue]\nworkers = \"many\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("queue.workers"), "{e}");
-        let e = load_toml("[queue]\nwokers = 3\n").unwrap_err().to_string();
-        assert!(e.contains("wokers"), "{e}");
-        let e = load_toml("listen = \"nowhere\"\n").unwrap_err().to_string();
-        assert!(e.contains("`listen`"), "{e}");
-        let e = load_toml("[queue]\nlease_ms = 10\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("queue.lease_ms"), "{e}");
-        let c = load_toml("[store]\nacquire_timeout_ms = 700\n").unwrap();
-        assert_eq!(c.store.acquire_timeout_ms, 700);
-        let e = load_toml("[store]\nprobe_interval_ms = 0\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("store.probe_interval_ms"), "{e}");
-    }
-
-    #[test]
-    // figment's Jail closure returns figment's own (large) error type.
-    #[allow(clippy::result_large_err)]
-    fn egress_allow_comes_from_the_file_or_the_environment() {
-        assert_eq!(env_key("EGRESS_ALLOW").as_deref(), Some("egress.allow"));
-        let c =
-            load_toml("[egress]\nallow = [\"10.0.0.0/8\", \"api.internal.example\"]\n").unwrap();
-        assert_eq!(c.egress.allow, ["10.0.0.0/8", "api.internal.example"]);
-        let e = load_toml("[egress]\nallow = [\"10.0.0.0/99\"]\n")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("egress.allow") && e.contains("10.0.0.0/99"),
-            "{e}"
-        );
-        figment::Jail::expect_with(|jail| {
-            jail.set_env(
-                "SYNCGUARD_EGRESS_ALLOW",
-                "[\"192.168.0.0/16\", \"db.internal\"]",
-            );
-            let c = Config::load(None, &Overrides::default()).unwrap().config;
-            assert_eq!(c.egress.allow, ["192.168.0.0/16", "db.internal"]);
-            Ok(())
-        });
-    }
-}
+mod tests;

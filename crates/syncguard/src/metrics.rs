@@ -1,6 +1,8 @@
 //! Prometheus metrics (SPEC §3.7): `syncguard_<noun>_<unit>`, `_total` for counters, `_seconds`
 //! for durations. Labels stay low-cardinality — kind, outcome, state, method, route template,
 //! status — never a tenant, connection or URL; per-connection detail lives in `/v1/health`.
+//! Beside them: `syncguard_build_info{version,os,arch} 1` and, on Linux, the standard
+//! `process_*` metrics.
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -59,6 +61,32 @@ impl Metrics {
         registry
             .register(Box::new(queue_jobs.clone()))
             .expect("registered once");
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "syncguard_build_info",
+                "Always 1; the labels say which build of syncguard runs.",
+            ),
+            &["version", "os", "arch"],
+        )
+        .expect("valid metric");
+        build_info
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                std::env::consts::OS,
+                std::env::consts::ARCH,
+            ])
+            .set(1);
+        registry
+            .register(Box::new(build_info))
+            .expect("registered once");
+        // process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, … of this
+        // process (read from /proc).
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("registered once");
         Metrics {
             jobs_total: counter(
                 "syncguard_jobs_total",
@@ -112,5 +140,48 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_info_and_process_metrics_are_exported() {
+        let text = Metrics::new().render();
+        let line = format!(
+            "syncguard_build_info{{arch=\"{}\",os=\"{}\",version=\"{}\"}} 1",
+            std::env::consts::ARCH,
+            std::env::consts::OS,
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        #[cfg(target_os = "linux")]
+        for name in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_start_time_seconds",
+        ] {
+            let value = text
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} ")))
+                .unwrap_or_else(|| panic!("{name} in\n{text}"));
+            assert!(value.parse::<f64>().unwrap() >= 0.0, "{name} {value}");
+        }
+        #[cfg(target_os = "linux")]
+        {
+            let rss: f64 = text
+                .lines()
+                .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(
+                rss > 1_000_000.0,
+                "a running test process has resident memory: {rss}"
+            );
+        }
     }
 }

@@ -248,17 +248,22 @@ impl Store {
     }
 
     /// `remote_wins` for an object the provider deleted: forgets its desired state, unless it
-    /// moved on from `expected_hash` meanwhile.
+    /// moved on from `expected_hash` meanwhile. Fenced: a reconcile run that lost its lease
+    /// forgets nothing.
     pub async fn forget_desired(&self, key: ObjectKey<'_>, expected_hash: &str) -> Result<bool> {
         on_writer!(self, p => {
-            Ok(sqlx::query("DELETE FROM desired_state WHERE connection_id = $1 AND resource = $2 AND external_id = $3 AND hash = $4")
+            let mut tx = p.begin().await?;
+            crate::queue::fence::check_fence!(self, self.fence, tx);
+            let forgot = sqlx::query("DELETE FROM desired_state WHERE connection_id = $1 AND resource = $2 AND external_id = $3 AND hash = $4")
                 .bind(key.connection_id)
                 .bind(key.resource)
                 .bind(key.external_id)
                 .bind(expected_hash)
-                .execute(p)
+                .execute(&mut *tx)
                 .await?
-                .rows_affected() > 0)
+                .rows_affected() > 0;
+            tx.commit().await?;
+            Ok(forgot)
         })
     }
 

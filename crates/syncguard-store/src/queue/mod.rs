@@ -333,20 +333,23 @@ macro_rules! enqueue_on {
 pub(crate) use enqueue_on;
 
 impl Store {
-    /// Enqueues one job, honouring its unique key and debounce window.
+    /// Enqueues one job, honouring its unique key and debounce window. On a fenced store (a
+    /// handler's), only while the run's token holds: a follow-up job is an effect of the run.
     pub async fn enqueue(&self, job: &NewJob, now: Millis) -> Result<Enqueued> {
         on_writer!(self, p => {
             let mut tx = p.begin().await?;
+            crate::queue::fence::check_fence!(self, self.fence, tx);
             let out = enqueue_on!(tx, job, now)?;
             tx.commit().await?;
             Ok(out)
         })
     }
 
-    /// Enqueues many jobs in one transaction (one fsync), in order.
+    /// Enqueues many jobs in one transaction (one fsync), in order; fenced like [`Store::enqueue`].
     pub async fn enqueue_many(&self, jobs: &[NewJob], now: Millis) -> Result<Vec<Enqueued>> {
         on_writer!(self, p => {
             let mut tx = p.begin().await?;
+            crate::queue::fence::check_fence!(self, self.fence, tx);
             let mut out = Vec::with_capacity(jobs.len());
             for job in jobs {
                 out.push(enqueue_on!(tx, job, now)?);

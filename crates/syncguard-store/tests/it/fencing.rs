@@ -4,7 +4,9 @@ use crate::events::{connection, event};
 use crate::T0;
 use serde_json::json;
 use syncguard_store::events::{EventRun, EventStatus, Ingested};
-use syncguard_store::queue::{Completion, JobState, NewJob, Outcome};
+use syncguard_store::page::PageRequest;
+use syncguard_store::publish::ObjectKey;
+use syncguard_store::queue::{Completion, JobFilter, JobState, NewJob, Outcome};
 use syncguard_store::records::{RecordKey, RecordWrite};
 use syncguard_store::testkit::TestDb;
 use syncguard_store::{Scope, StoreError};
@@ -15,6 +17,8 @@ crate::on_both_stores!(
     one_batch_records_runs_of_several_claims_each_by_its_own_token,
     snooze_spends_no_attempt_and_runs_at_the_time_given,
     lease_expiry_dead_letter_marks_its_event_dead,
+    follow_up_jobs_status_changes_and_forgets_of_a_zombie_are_fenced,
+    a_put_and_the_publish_jobs_fenced_write_take_locks_in_one_order,
 );
 
 fn key(id: &str) -> RecordKey<'_> {
@@ -172,6 +176,184 @@ async fn one_batch_records_runs_of_several_claims_each_by_its_own_token(db: Test
         .unwrap();
     assert!(lost.is_empty());
     assert_eq!(state(second[1].id).await, JobState::Succeeded);
+}
+
+/// The other effects a handler has on behalf of its job: enqueueing a follow-up job, moving
+/// its connection to `error`, forgetting a desired state (`remote_wins`). A run that lost its
+/// lease has none of them; the run holding the job has all of them.
+async fn follow_up_jobs_status_changes_and_forgets_of_a_zombie_are_fenced(db: TestDb) {
+    let s = &db.store;
+    let (t, c) = connection(s, "fence").await;
+    let object = ObjectKey {
+        tenant_id: &t,
+        connection_id: &c,
+        resource: "items",
+        external_id: "a",
+    };
+    let data = json!({"q": 1});
+    let hash = syncguard_core::canonical::content_hash(&data);
+    s.put_desired(object, &data, &hash, &NewJob::new("publish", json!({})), T0)
+        .await
+        .unwrap();
+    let id = s
+        .enqueue(&NewJob::new("reconcile", json!({})), T0)
+        .await
+        .unwrap()
+        .id;
+    let claimed = s.claim_jobs("w1", 10, T0, 1_000, None).await.unwrap();
+    let first = claimed
+        .iter()
+        .find(|j| j.id == id)
+        .unwrap()
+        .fence()
+        .unwrap();
+    let zombie = s.fenced(first);
+    assert_eq!(s.rescue_expired_leases(T0 + 1_001).await.unwrap().0, 2);
+    let fenced =
+        |e: Option<&StoreError>| matches!(e, Some(StoreError::Fenced { job_id }) if *job_id == id);
+
+    let follow_up = NewJob::new("refetch", json!({"n": 1}));
+    let refused = zombie.enqueue(&follow_up, T0 + 1_002).await;
+    assert!(fenced(refused.as_ref().err()), "{refused:?}");
+    let refused = zombie
+        .enqueue_many(std::slice::from_ref(&follow_up), T0 + 1_002)
+        .await;
+    assert!(fenced(refused.as_ref().err()), "{refused:?}");
+    let refetches = JobFilter {
+        kind: Some("refetch".into()),
+        ..Default::default()
+    };
+    let page = PageRequest {
+        after: None,
+        limit: 10,
+    };
+    assert!(s
+        .list_jobs(&Scope::All, &refetches, &page)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    let refused = zombie
+        .set_connection_status(&c, "error", "credentials refused", T0 + 1_002)
+        .await;
+    assert!(fenced(refused.as_ref().err()), "{refused:?}");
+    let conn = s
+        .get_connection(&Scope::All, None, &c)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(conn.status, "active");
+    let refused = zombie.forget_desired(object, &hash).await;
+    assert!(fenced(refused.as_ref().err()), "{refused:?}");
+    assert!(s
+        .get_desired(&Scope::All, &c, "items", "a")
+        .await
+        .unwrap()
+        .is_some());
+
+    // The run that holds the job now has every one of these effects.
+    let again = s
+        .claim_jobs("w1", 10, T0 + 1_003, 1_000, None)
+        .await
+        .unwrap();
+    let current = s.fenced(again.iter().find(|j| j.id == id).unwrap().fence().unwrap());
+    current.enqueue(&follow_up, T0 + 1_004).await.unwrap();
+    assert_eq!(
+        current
+            .set_connection_status(&c, "error", "credentials refused", T0 + 1_004)
+            .await
+            .unwrap(),
+        "active"
+    );
+    assert!(current.forget_desired(object, &hash).await.unwrap());
+    assert!(s
+        .get_desired(&Scope::All, &c, "items", "a")
+        .await
+        .unwrap()
+        .is_none());
+}
+
+/// A desired-state `PUT` locks the object's row and then updates its active publish job; the
+/// publish job's fenced write must take the same locks in the same order, or PostgreSQL fails
+/// one of the two with `deadlock detected` (the chaos soak met it as a 500 to a `PUT`). SQLite
+/// has one writer, so no two transactions hold locks at once there: the test has nothing to
+/// interleave and only checks that the write goes through.
+async fn a_put_and_the_publish_jobs_fenced_write_take_locks_in_one_order(db: TestDb) {
+    use sqlx::{Connection, Row};
+    let s = &db.store;
+    let key = ObjectKey {
+        tenant_id: "ten",
+        connection_id: "con",
+        resource: "items",
+        external_id: "a",
+    };
+    let data = json!({"q": 1});
+    let hash = syncguard_core::canonical::content_hash(&data);
+    let mut job = NewJob::new("publish", json!({}));
+    job.unique_key = Some(syncguard_store::publish::publish_job_key(
+        "con", "items", "a",
+    ));
+    s.put_desired(key, &data, &hash, &job, T0).await.unwrap();
+    let claimed = s.claim_jobs("w1", 1, T0, 60_000, None).await.unwrap();
+    let run = s.fenced(claimed[0].fence().unwrap());
+    let job_id = claimed[0].id;
+    if db.backend() == syncguard_store::Backend::Sqlite {
+        run.mark_publish_attempt(key, &hash).await.unwrap();
+        return;
+    }
+    // A PUT in flight: it holds the object's row...
+    let mut put = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut put).await.unwrap();
+    sqlx::query("SELECT hash FROM desired_state WHERE connection_id = 'con' AND resource = 'items' AND external_id = 'a' FOR UPDATE")
+        .execute(&mut put)
+        .await
+        .unwrap();
+    // ...when the publish job writes the same row: it waits for the PUT.
+    let h = hash.clone();
+    let write = tokio::spawn(async move {
+        let key = ObjectKey {
+            tenant_id: "ten",
+            connection_id: "con",
+            resource: "items",
+            external_id: "a",
+        };
+        run.mark_publish_attempt(key, &h).await
+    });
+    let mut watch = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let waiting: i64 = sqlx::query("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")
+            .fetch_one(&mut watch)
+            .await
+            .unwrap()
+            .get(0);
+        if waiting >= 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the publish write never waited for the PUT"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The PUT goes on to its publish job (as `enqueue` does for an active one) and commits:
+    // with the job row share-locked by the waiting write, this was a lock cycle.
+    sqlx::query("UPDATE jobs SET pending_payload = '{}' WHERE id = $1")
+        .bind(job_id)
+        .execute(&mut put)
+        .await
+        .expect("the PUT's update of its publish job");
+    sqlx::query("COMMIT").execute(&mut put).await.unwrap();
+    write
+        .await
+        .unwrap()
+        .expect("the publish job's fenced write, after the PUT");
+    let d = s
+        .get_desired(&Scope::All, "con", "items", "a")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.attempted_hash.as_deref(), Some(hash.as_str()));
 }
 
 async fn completions_and_renewals_go_by_token(db: TestDb) {

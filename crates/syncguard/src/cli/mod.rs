@@ -6,6 +6,7 @@ mod bench;
 mod bench_ingest;
 mod bench_sync;
 mod chaos;
+mod config_cmd;
 mod demo;
 mod mock;
 mod secrets;
@@ -39,6 +40,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the engine and the mock provider together on embedded SQLite, end to end.
     Demo(demo::DemoArgs),
+    /// Check or show the configuration (file and SYNCGUARD_* environment).
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCommand),
     /// Run the HTTP API and the workers.
     Serve(serve::ServeArgs),
     /// Apply pending database migrations and exit.
@@ -88,6 +92,7 @@ pub fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Sync(args) => sync_cmd::sync(args).await,
             Command::Health(args) => sync_cmd::health(args).await,
+            Command::Config(cmd) => config_cmd::run(cli.config.as_deref(), cmd),
             Command::Serve(args) => serve::serve(cli.config.as_deref(), log_format, args).await,
             Command::Migrate(args) => serve::migrate(cli.config.as_deref(), log_format, args).await,
             Command::Bench(cmd) => bench::run(cmd).await,

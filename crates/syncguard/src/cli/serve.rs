@@ -50,6 +50,7 @@ pub async fn serve(
     };
     let loaded = load(config, log_format, overrides.clone())?;
     let config_path = config.map(Path::to_path_buf);
+    let watched = loaded.file.clone();
     let config = loaded.config;
     let (sealer, key_source) = crate::secrets::load_sealer(&config)?;
     let store = app::open_store(&config).await?;
@@ -76,6 +77,10 @@ pub async fn serve(
         store.backend().as_str()
     );
     eprintln!("  config: {config_source}");
+    for var in crate::config::unrecognized_env_vars() {
+        eprintln!("  warning: {var} names no configuration key; it is ignored");
+        tracing::warn!(variable = %var, "environment variable names no configuration key; ignored");
+    }
     eprintln!(
         "  role:   {:?}, {} workers",
         config.role, config.queue.workers
@@ -105,7 +110,7 @@ pub async fn serve(
     {
         let a = app.clone();
         app.workers.spawn("config reloader", move |c| {
-            reload_on_sighup(a, config_path, overrides, c)
+            reload_on_sighup_or_change(a, config_path, watched, overrides, c)
         });
     }
     app::run(app, listener, Handlers::builtin(), app::shutdown_signal()).await?;
@@ -148,44 +153,78 @@ pub async fn migrate(
     Ok(())
 }
 
-/// Re-reads the configuration (file and environment) on SIGHUP. A valid one is adopted for
-/// thresholds and intervals; keys that need a restart are named in the log; an invalid one is
-/// refused with its key and the running configuration stays.
-async fn reload_on_sighup(
+/// How often the configuration file is looked at for a change.
+const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Re-reads the configuration (file and environment) on SIGHUP and when the content of the
+/// configuration file changes. A valid one is adopted for thresholds and intervals; keys that
+/// need a restart are named in the log; an invalid one is refused with its key and the running
+/// configuration stays.
+///
+/// The file is compared by content every [`WATCH_INTERVAL`] (so editors that replace the file,
+/// and mounted configuration maps, are seen too); a change is acted on once the content has
+/// stayed the same for one more interval, so a file being written is not read half-way.
+async fn reload_on_sighup_or_change(
     app: App,
     path: Option<std::path::PathBuf>,
+    watched: Option<std::path::PathBuf>,
     overrides: Overrides,
     cancel: tokio_util::sync::CancellationToken,
 ) {
+    let read = |f: &Option<std::path::PathBuf>| f.as_ref().and_then(|f| std::fs::read(f).ok());
+    let mut adopted = read(&watched);
+    let mut pending: Option<Option<Vec<u8>>> = None;
     #[cfg(unix)]
-    {
+    let mut hup = {
         use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            return;
-        };
-        loop {
-            tokio::select! {
-                got = hup.recv() => if got.is_none() { break },
-                _ = cancel.cancelled() => break,
+        signal(SignalKind::hangup()).ok()
+    };
+    let mut tick = tokio::time::interval(WATCH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        #[cfg(unix)]
+        let hangup = async {
+            match hup.as_mut() {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
             }
-            match Config::load(path.as_deref(), &overrides) {
-                Ok(loaded) => {
-                    let restart = app.reload(loaded.config);
-                    if restart.is_empty() {
-                        tracing::info!("configuration reloaded");
-                    } else {
-                        tracing::warn!(keys = ?restart, "configuration reloaded; these keys take effect only after a restart");
-                    }
+        };
+        #[cfg(not(unix))]
+        let hangup = std::future::pending::<Option<()>>();
+        let cause = tokio::select! {
+            got = hangup => if got.is_none() { break } else { "SIGHUP" },
+            _ = tick.tick(), if watched.is_some() => {
+                let now = read(&watched);
+                if now == adopted {
+                    pending = None;
+                    continue;
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "configuration reload refused; keeping the running configuration")
+                if pending.as_ref() != Some(&now) {
+                    // Changed since the last look: wait until it holds still.
+                    pending = Some(now);
+                    continue;
                 }
+                pending = None;
+                adopted = now;
+                "file change"
+            },
+            _ = cancel.cancelled() => break,
+        };
+        if cause == "SIGHUP" {
+            adopted = read(&watched);
+        }
+        match Config::load(path.as_deref(), &overrides) {
+            Ok(loaded) => {
+                let restart = app.reload(loaded.config);
+                if restart.is_empty() {
+                    tracing::info!(cause, "configuration reloaded");
+                } else {
+                    tracing::warn!(cause, keys = ?restart, "configuration reloaded; these keys take effect only after a restart");
+                }
+            }
+            Err(e) => {
+                tracing::error!(cause, error = %e, "configuration reload refused; keeping the running configuration")
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = (app, path, overrides);
-        cancel.cancelled().await;
     }
 }

@@ -17,6 +17,7 @@ crate::on_both_stores!(
     a_handler_past_its_timeout_has_one_effect_and_never_overlaps,
     a_lost_lease_stops_the_running_handler,
     a_stop_hands_a_sleeping_job_back_within_the_grace,
+    results_that_cannot_be_recorded_are_counted_and_their_jobs_rescued,
 );
 
 /// Counts runs in progress (and the most at once) and effects of the `slow` test kind.
@@ -200,6 +201,115 @@ async fn a_stop_hands_a_sleeping_job_back_within_the_grace(backend: Backend) {
         (JobState::Available, 0),
         "handed back with its attempt given back"
     );
+}
+
+/// Makes the store refuse to record the first successful completion of `kind` (a trigger that
+/// raises an error), as a store that fails every completion write would; later attempts are
+/// recorded.
+async fn refuse_first_completion(db: &syncguard_store::testkit::TestDb, kind: &str) {
+    use sqlx::Connection;
+    match db.backend() {
+        Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+            sqlx::query(&format!(
+                "CREATE TRIGGER refuse_first_completion BEFORE UPDATE OF state ON jobs
+                 WHEN NEW.state = 'succeeded' AND OLD.kind = '{kind}' AND OLD.attempts = 1
+                 BEGIN SELECT RAISE(ABORT, 'completion refused by the test'); END"
+            ))
+            .execute(&mut c)
+            .await
+            .unwrap();
+            c.close().await.unwrap();
+        }
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            sqlx::query(
+                "CREATE FUNCTION refuse_first_completion() RETURNS trigger LANGUAGE plpgsql AS
+                 $$ BEGIN RAISE EXCEPTION 'completion refused by the test'; END $$",
+            )
+            .execute(&mut c)
+            .await
+            .unwrap();
+            sqlx::query(&format!(
+                "CREATE TRIGGER refuse_first_completion BEFORE UPDATE ON jobs FOR EACH ROW
+                 WHEN (NEW.state = 'succeeded' AND OLD.kind = '{kind}' AND OLD.attempts = 1)
+                 EXECUTE FUNCTION refuse_first_completion()"
+            ))
+            .execute(&mut c)
+            .await
+            .unwrap();
+            c.close().await.unwrap();
+        }
+    }
+}
+
+/// A run whose result the store refuses to record: the completer retries while the lease can
+/// still be held, then gives up: it stops renewing the lease (so the rescuer takes the job),
+/// counts the run `unrecorded` (not `succeeded`), and the job runs again and is recorded.
+async fn results_that_cannot_be_recorded_are_counted_and_their_jobs_rescued(backend: Backend) {
+    let probe = Probe::default();
+    let app = TestApp::spawn_with(
+        backend,
+        |c| {
+            c.queue.lease_ms = 900;
+            c.queue.retry_base_ms = 20;
+            c.queue.retry_cap_ms = 40;
+        },
+        Arc::new(SystemClock),
+        probe.handlers(0),
+    )
+    .await;
+    refuse_first_completion(&app.db, "slow").await;
+    let id = app
+        .db
+        .store
+        .enqueue(&NewJob::new("slow", json!({})), now())
+        .await
+        .unwrap()
+        .id;
+    app.app.job_notify.notify_one();
+    let done = job_in_state(
+        &app.db.store,
+        id,
+        JobState::Succeeded,
+        Duration::from_secs(20),
+    )
+    .await;
+    let counted = |outcome: &str| {
+        app.app
+            .metrics
+            .jobs_total
+            .with_label_values(&["slow", outcome])
+            .get()
+    };
+    // The completer counts a run once its result is written: wait for the second count.
+    eventually(
+        Duration::from_secs(5),
+        "the recorded run to be counted",
+        || async { (counted("succeeded") == 1).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        counted("unrecorded"),
+        1,
+        "the first run is counted unrecorded"
+    );
+    assert_eq!(
+        counted("succeeded"),
+        1,
+        "only the recorded run counts as succeeded"
+    );
+    assert_eq!(
+        done.attempts, 2,
+        "the lease was left to lapse and the rescued job ran again"
+    );
+    assert_eq!(probe.started.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        probe.most.load(Ordering::SeqCst),
+        1,
+        "never two runs at once"
+    );
+    app.stop().await;
 }
 
 fn now() -> i64 {

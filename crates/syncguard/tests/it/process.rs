@@ -463,3 +463,71 @@ async fn sighup_reloads_retry_intervals_and_refuses_a_bad_file() {
         "still serving on the previous configuration"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_config_file_is_reloaded_without_a_signal_and_a_bad_one_refused() {
+    let db = testkit::fresh(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("syncguard.toml");
+    std::fs::write(&cfg, "[queue]\nretry_base_ms = 1000\nretry_cap_ms = 1000\n").unwrap();
+    let node = Serve::start(
+        &db.url,
+        dir.path(),
+        &[("SYNCGUARD_CONFIG", cfg.to_str().unwrap())],
+    )
+    .await;
+    // Written, not signalled: the running node notices the new content.
+    std::fs::write(
+        &cfg,
+        "[queue]\nretry_base_ms = 600000\nretry_cap_ms = 600000\n",
+    )
+    .unwrap();
+    eventually(Duration::from_secs(10), "reload logged", || async {
+        node.log_text()
+            .contains("configuration reloaded")
+            .then_some(())
+    })
+    .await;
+    assert!(node.log_text().contains("file change"));
+    let mut job = NewJob::new("noop", json!({ "fail": "transient" }));
+    job.max_attempts = 5;
+    let id = db.store.enqueue(&job, now()).await.unwrap().id;
+    let first = eventually(Duration::from_secs(20), "first failure", || async {
+        db.store
+            .get_job(&syncguard_store::Scope::All, None, id)
+            .await
+            .unwrap()
+            .filter(|j| j.attempts == 1 && j.state == JobState::Retryable)
+    })
+    .await;
+    let delay = first.run_at - first.updated_at;
+    assert!(
+        (300_000..=600_000).contains(&delay),
+        "the reloaded base applies: {delay} ms"
+    );
+
+    std::fs::write(&cfg, "[queue]\nretry_base_ms = \"soon\"\n").unwrap();
+    eventually(Duration::from_secs(10), "refusal logged", || async {
+        node.log_text()
+            .contains("configuration reload refused")
+            .then_some(())
+    })
+    .await;
+    assert!(node.log_text().contains("queue.retry_base_ms"));
+    // The running configuration stays: another job still waits the reloaded base.
+    let id = db.store.enqueue(&job, now()).await.unwrap().id;
+    let first = eventually(
+        Duration::from_secs(20),
+        "failure after the refusal",
+        || async {
+            db.store
+                .get_job(&syncguard_store::Scope::All, None, id)
+                .await
+                .unwrap()
+                .filter(|j| j.attempts == 1 && j.state == JobState::Retryable)
+        },
+    )
+    .await;
+    let delay = first.run_at - first.updated_at;
+    assert!((300_000..=600_000).contains(&delay), "kept: {delay} ms");
+}

@@ -370,6 +370,11 @@ pub async fn events(
 }
 
 /// Desired states against what was sent and what the provider holds.
+///
+/// The provider is read only once every SKU has settled (published, or the wait is over):
+/// publishes that failed during the provider outage wait out their backoff or the open
+/// circuit as `retryable` jobs that are not yet due, so [`settle_jobs`] returns before they
+/// run, and a provider read taken before they ran would show their older state.
 pub async fn publishes(
     api: &Api,
     mock: &MockControl,
@@ -377,14 +382,19 @@ pub async fn publishes(
     ledger: &Arc<Mutex<PublishLedger>>,
     f: &mut Findings,
 ) -> anyhow::Result<usize> {
-    let remote = mock.get("/_mock/records/inventory_item").await?["data"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let remote: HashMap<String, Value> = remote
-        .into_iter()
-        .map(|r| (r["sku"].as_str().unwrap_or_default().to_string(), r))
-        .collect();
+    let read_remote = || async {
+        let items = mock.get("/_mock/records/inventory_item").await?["data"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        Ok::<_, anyhow::Error>(
+            items
+                .into_iter()
+                .map(|r| (r["sku"].as_str().unwrap_or_default().to_string(), r))
+                .collect::<HashMap<String, Value>>(),
+        )
+    };
+    let early = read_remote().await?;
     let skus: Vec<(String, Vec<Value>)> = {
         let l = ledger.lock().expect("publish ledger");
         l.skus
@@ -392,9 +402,9 @@ pub async fn publishes(
             .map(|s| (s.clone(), l.candidates(s)))
             .collect()
     };
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let (mut wrong, mut unpublished, mut differ) = (Vec::new(), Vec::new(), Vec::new());
-    for (sku, candidates) in &skus {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut desired_of: Vec<Value> = Vec::with_capacity(skus.len());
+    for (sku, _) in &skus {
         let path = format!("/v1/connections/{conn}/desired/inventory_item/{sku}");
         let desired = loop {
             let d = api.get(&path).await?;
@@ -404,6 +414,19 @@ pub async fn publishes(
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
         };
+        desired_of.push(desired);
+    }
+    // Every publish has run (or the wait is over): now the provider's state is final.
+    let remote = read_remote().await?;
+    let held = |at: &HashMap<String, Value>, sku: &str, desired: &Value| {
+        at.get(sku)
+            .map(|r| crate::services::publish::classify::project(r, &desired["data"]))
+            .as_ref()
+            == Some(&desired["data"])
+    };
+    let (mut wrong, mut unpublished, mut differ) = (Vec::new(), Vec::new(), Vec::new());
+    let mut late = 0;
+    for ((sku, candidates), desired) in skus.iter().zip(&desired_of) {
         if !candidates.contains(&desired["data"]) {
             wrong.push(sku.clone());
             continue;
@@ -415,12 +438,24 @@ pub async fn publishes(
             ));
             continue;
         }
-        let at_provider = remote
-            .get(sku)
-            .map(|r| crate::services::publish::classify::project(r, &desired["data"]));
-        if at_provider.as_ref() != Some(&desired["data"]) {
-            differ.push(sku.clone());
+        if !held(&remote, sku, desired) {
+            // Which document the provider holds instead (`seq` of the run's PUTs).
+            let seq = |v: Option<&Value>| {
+                v.and_then(|v| v["product"]["aspects"]["batch"][0].as_str())
+                    .unwrap_or("none")
+                    .to_string()
+            };
+            differ.push(format!(
+                "{sku} (desired #{}, provider #{})",
+                seq(Some(&desired["data"])),
+                seq(remote.get(sku))
+            ));
+        } else if !held(&early, sku, desired) {
+            late += 1;
         }
+    }
+    if late > 0 {
+        f.note(format!("{late} SKU(s) were still being published when the check began (retries waiting out their backoff or the open circuit); compared once published"));
     }
     let sample = |v: &Vec<String>| v.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
     if !wrong.is_empty() {

@@ -330,10 +330,16 @@ impl Run<'_> {
             Ok(_) => return Some("connection no longer active"),
             Err(_) => {} // the next commit finds out
         }
+        // The run's own lease, not merely this node's: a rescued job claimed again by this
+        // very node carries a new token, and the run holding the old one must stop.
+        let fence = self.store.fence();
         match store.get_job(&Scope::All, None, self.job_id).await {
             Ok(Some(j))
                 if j.state == JobState::Running
-                    && j.locked_by.as_deref() == Some(&self.app.worker_id) =>
+                    && match fence {
+                        Some(f) => j.lease_id == Some(f.lease_id),
+                        None => j.locked_by.as_deref() == Some(&self.app.worker_id),
+                    } =>
             {
                 None
             }
@@ -359,7 +365,9 @@ impl Run<'_> {
         }
         if e.class == ErrorClass::Permanent && matches!(e.status, Some(401 | 403)) {
             let reason = format!("credentials refused: {}", e.message);
-            if let Err(se) = set_status(app, self.conn, ConnectionStatus::Error, &reason).await {
+            if let Err(se) =
+                set_status(app, self.store, self.conn, ConnectionStatus::Error, &reason).await
+            {
                 tracing::warn!(error = %se, "marking the connection as failed did not work");
             }
         }
@@ -400,16 +408,17 @@ fn count(app: &Services, provider: &str, c: PageCounts) {
     }
 }
 
-/// Changes a connection's status as the system (not a caller), recorded and audited.
+/// Changes a connection's status as the system (not a caller), recorded and audited. `store`
+/// is the run's fenced store: a run that lost its lease changes nothing.
 pub async fn set_status(
     app: &Services,
+    store: &syncguard_store::Store,
     conn: &Connection,
     status: ConnectionStatus,
     reason: &str,
 ) -> Result<(), StoreError> {
     let now = app.clock.now_ms();
-    let from = app
-        .store
+    let from = store
         .set_connection_status(&conn.id, status.as_str(), reason, now)
         .await?;
     if from != status {

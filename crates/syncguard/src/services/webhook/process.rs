@@ -257,8 +257,8 @@ async fn apply(
                 event.connection_id
             ));
             job.correlation_id = Some(event.correlation_id.clone());
-            let enqueued = app
-                .store
+            // Fenced: a run that lost its lease enqueues nothing.
+            let enqueued = store
                 .enqueue(&job, now)
                 .await
                 .map_err(|e| JobError::transient(e.to_string()))?;
