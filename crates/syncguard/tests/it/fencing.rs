@@ -59,6 +59,27 @@ impl Probe {
         });
         h
     }
+
+    /// Waits until a `slow` run is in progress.
+    async fn started_running(&self) {
+        eventually(Duration::from_secs(10), "the run to start", || async {
+            (self.active.load(Ordering::SeqCst) == 1).then_some(())
+        })
+        .await;
+    }
+}
+
+/// Enqueues one `slow` job and wakes the workers; returns its id.
+async fn enqueue_slow(app: &TestApp) -> i64 {
+    let id = app
+        .db
+        .store
+        .enqueue(&NewJob::new("slow", json!({})), now())
+        .await
+        .unwrap()
+        .id;
+    app.app.job_notify.notify_one();
+    id
 }
 
 async fn a_handler_past_its_timeout_has_one_effect_and_never_overlaps(backend: Backend) {
@@ -80,14 +101,7 @@ async fn a_handler_past_its_timeout_has_one_effect_and_never_overlaps(backend: B
         probe.handlers(1_500),
     )
     .await;
-    let id = app
-        .db
-        .store
-        .enqueue(&NewJob::new("slow", json!({})), now())
-        .await
-        .unwrap()
-        .id;
-    app.app.job_notify.notify_one();
+    let id = enqueue_slow(&app).await;
     let done = job_in_state(
         &app.db.store,
         id,
@@ -121,18 +135,8 @@ async fn a_lost_lease_stops_the_running_handler(backend: Backend) {
         probe.handlers(60_000),
     )
     .await;
-    let id = app
-        .db
-        .store
-        .enqueue(&NewJob::new("slow", json!({})), now())
-        .await
-        .unwrap()
-        .id;
-    app.app.job_notify.notify_one();
-    eventually(Duration::from_secs(10), "the run to start", || async {
-        (probe.active.load(Ordering::SeqCst) == 1).then_some(())
-    })
-    .await;
+    let id = enqueue_slow(&app).await;
+    probe.started_running().await;
     // The job is taken away from this node (here: cancelled); the next heartbeat finds the
     // lease gone and stops the handler instead of letting it run on.
     app.db
@@ -171,18 +175,8 @@ async fn a_stop_hands_a_sleeping_job_back_within_the_grace(backend: Backend) {
         probe.handlers(60_000),
     )
     .await;
-    let id = app
-        .db
-        .store
-        .enqueue(&NewJob::new("slow", json!({})), now())
-        .await
-        .unwrap()
-        .id;
-    app.app.job_notify.notify_one();
-    eventually(Duration::from_secs(10), "the run to start", || async {
-        (probe.active.load(Ordering::SeqCst) == 1).then_some(())
-    })
-    .await;
+    let id = enqueue_slow(&app).await;
+    probe.started_running().await;
     let t = Instant::now();
     let (_db, store) = app.stop_keeping_db().await;
     let took = t.elapsed();
@@ -260,14 +254,7 @@ async fn results_that_cannot_be_recorded_are_counted_and_their_jobs_rescued(back
     )
     .await;
     refuse_first_completion(&app.db, "slow").await;
-    let id = app
-        .db
-        .store
-        .enqueue(&NewJob::new("slow", json!({})), now())
-        .await
-        .unwrap()
-        .id;
-    app.app.job_notify.notify_one();
+    let id = enqueue_slow(&app).await;
     let done = job_in_state(
         &app.db.store,
         id,
