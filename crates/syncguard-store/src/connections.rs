@@ -77,6 +77,15 @@ pub struct StatusChange<'a> {
     pub audit: Option<NewAudit<'a>>,
 }
 
+/// What [`Store::disconnect_connection`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disconnect {
+    /// The status before.
+    pub from: String,
+    /// Queued and running jobs of the connection that were cancelled.
+    pub cancelled_jobs: u64,
+}
+
 /// Everything one `PATCH` of a connection changes, written together.
 #[derive(Debug, Clone, Default)]
 pub struct ConnectionUpdate<'a> {
@@ -322,25 +331,38 @@ impl Store {
         })
     }
 
-    /// Disconnects a connection: status `disconnected` (with history), sealed secrets erased
-    /// and `audit` (to which `from` is added), in one transaction. Returns the status before.
+    /// Disconnects a connection in one transaction: status `disconnected` (with history),
+    /// sealed secrets erased, every queued and running job of the connection cancelled (a
+    /// running one's eventual result is discarded by its fence), and `audit` written (with
+    /// `from` and `cancelled_jobs` added).
+    ///
+    /// One transaction, so no job can finish, start or be scheduled in between: the count is
+    /// exact, and a retried disconnect finds nothing left to cancel.
     pub async fn disconnect_connection(
         &self,
         id: &str,
         reason: &str,
         audit: Option<NewAudit<'_>>,
         now: Millis,
-    ) -> Result<String> {
+    ) -> Result<Disconnect> {
         on_writer!(self, p => {
             let mut tx = p.begin().await?;
             let from = change_status!(tx, id, "disconnected", reason, now);
             sqlx::query("UPDATE connections SET credentials = NULL, webhook_secrets = NULL, updated_at = $1 WHERE id = $2").bind(now).bind(id).execute(&mut *tx).await?;
+            let cancelled_jobs = sqlx::query("UPDATE jobs SET state = 'cancelled', finished_at = $1, updated_at = $1, locked_by = NULL, lease_until = NULL
+                                              WHERE connection_id = $2 AND state IN ('available', 'running', 'retryable')")
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
             if let Some(mut a) = audit {
                 a.add_param("from", serde_json::json!(from));
+                a.add_param("cancelled_jobs", serde_json::json!(cancelled_jobs));
                 insert_audit!(&mut *tx, &a, now)?;
             }
             tx.commit().await?;
-            Ok(from)
+            Ok(Disconnect { from, cancelled_jobs })
         })
     }
 

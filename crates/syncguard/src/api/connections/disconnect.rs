@@ -12,9 +12,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use syncguard_store::checkpoints::PurgedData;
-use syncguard_store::page::PageRequest;
-use syncguard_store::queue::{JobFilter, JobState};
-use syncguard_store::{Scope, StoreError};
+use syncguard_store::Scope;
 use utoipa::{IntoParams, ToSchema};
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -47,15 +45,15 @@ pub async fn disconnect(
 ) -> ApiResult<Json<Disconnected>> {
     let conn = visible_for_admin(&app, &caller, &id).await?;
     let now = app.clock.now_ms();
-    // First the status, the erased secrets and the audit entry, together: from here on no
-    // page of this connection can commit, no webhook is accepted and no sync is scheduled.
-    // What follows (cancelling jobs, purging) is repeated by a retried DELETE.
+    // The status, the erased secrets, the cancelled jobs and the audit entry, together: from
+    // here on no page of this connection can commit, no webhook is accepted, no job of it runs
+    // to a result and no sync is scheduled. A purge is repeated by a retried DELETE.
     let audit = Audit::by(&caller, "connection.disconnect")
         .tenant(Some(&conn.tenant_id))
         .connection(Some(&id))
         .target(&id)
         .params(json!({ "purge": q.purge }));
-    let from = app
+    let done = app
         .store
         .disconnect_connection(
             &id,
@@ -65,14 +63,14 @@ pub async fn disconnect(
         )
         .await?;
     app.webhooks.invalidate(&id);
-    let cancelled_jobs = cancel_jobs(&app, &id).await?;
+    let cancelled_jobs = done.cancelled_jobs;
     let stopped = app.sync.stop_connection(&id);
     let purged = if q.purge {
         Some(app.store.purge_sync_data(&id).await?)
     } else {
         None
     };
-    tracing::info!(connection_id = %id, from = %from, cancelled_jobs, stopped_here = stopped, purge = q.purge, "connection disconnected");
+    tracing::info!(connection_id = %id, from = %done.from, cancelled_jobs, stopped_here = stopped, purge = q.purge, "connection disconnected");
     let conn = app
         .store
         .get_connection(&Scope::All, None, &id)
@@ -83,50 +81,4 @@ pub async fn disconnect(
         cancelled_jobs,
         purged,
     }))
-}
-
-/// Cancels every queued and running job of a connection; returns how many.
-async fn cancel_jobs(app: &Services, connection_id: &str) -> ApiResult<u64> {
-    let mut cancelled = 0;
-    for state in [JobState::Available, JobState::Retryable, JobState::Running] {
-        let filter = JobFilter {
-            state: Some(state),
-            connection_id: Some(connection_id.to_string()),
-            ..Default::default()
-        };
-        loop {
-            let page = PageRequest {
-                after: None,
-                limit: 500,
-            };
-            let jobs = app
-                .store
-                .list_jobs(&Scope::All, &filter, &page)
-                .await?
-                .items;
-            if jobs.is_empty() {
-                break;
-            }
-            let mut progress = false;
-            for job in jobs {
-                match app
-                    .store
-                    .cancel_job(&Scope::All, None, job.id, app.clock.now_ms())
-                    .await
-                {
-                    Ok(_) => {
-                        cancelled += 1;
-                        progress = true;
-                    }
-                    // It finished meanwhile: it cannot be cancelled, and need not be.
-                    Err(StoreError::Conflict(_) | StoreError::NotFound) => progress = true,
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            if !progress {
-                break;
-            }
-        }
-    }
-    Ok(cancelled)
 }
