@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use syncguard_core::class::ErrorClass;
 use syncguard_store::queue::Job;
-use syncguard_store::Store;
+use syncguard_store::{Store, StoreError};
 
 /// Why a job run failed, and what the failure tells the queue.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +48,26 @@ impl JobError {
     }
     pub fn permanent(message: impl Into<String>) -> JobError {
         JobError::new(ErrorClass::Permanent, message)
+    }
+}
+
+/// How long a job whose store call found the store unreachable waits before it runs again:
+/// a second or two, jittered so a node's snoozed jobs do not all come back at once.
+const STORE_UNAVAILABLE_SNOOZE_MS: std::ops::Range<u64> = 1_000..3_000;
+
+/// A store failure inside a handler. An unreachable store (down, or its pool exhausted) says
+/// nothing about the job, so the job snoozes and keeps its attempts: a long outage or an
+/// overloaded pool must not dead-letter work that was never wrong. Anything else is an
+/// ordinary transient failure.
+impl From<StoreError> for JobError {
+    fn from(e: StoreError) -> JobError {
+        match e {
+            StoreError::Unavailable(_) => JobError::snooze(
+                rand::Rng::gen_range(&mut rand::thread_rng(), STORE_UNAVAILABLE_SNOOZE_MS),
+                format!("store: {e}"),
+            ),
+            e => JobError::transient(format!("store: {e}")),
+        }
     }
 }
 

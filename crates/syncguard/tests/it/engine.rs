@@ -4,10 +4,12 @@ use crate::helpers::*;
 use serde_json::json;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use syncguard::app::Handlers;
+use syncguard::app::{Handlers, JobContext};
 use syncguard::clock::ManualClock;
+use syncguard::engine::handler::JobError;
 use syncguard_store::queue::{JobState, NewJob};
 use syncguard_store::Backend;
+use syncguard_store::StoreError;
 
 crate::on_both_stores!(
     retry_timing_follows_the_formula,
@@ -15,6 +17,7 @@ crate::on_both_stores!(
     replay_runs_a_fresh_job_and_dry_run_changes_nothing,
     debounced_burst_runs_once_with_the_last_payload,
     jobs_run_once_and_are_counted_in_metrics,
+    an_unreachable_store_snoozes_the_job_and_other_store_errors_retry,
 );
 
 const T0: i64 = 1_800_000_000_000;
@@ -234,6 +237,57 @@ async fn jobs_run_once_and_are_counted_in_metrics(backend: Backend) {
     );
     assert!(metrics.contains("# TYPE syncguard_job_duration_seconds histogram"));
     assert!(metrics.contains("syncguard_queue_jobs{state="));
+    app.stop().await;
+}
+
+/// A handler whose store call fails: an unreachable store (down, or its pool exhausted) says
+/// nothing about the job, so it waits a moment and keeps its attempts; any other store error
+/// is an ordinary transient failure.
+async fn an_unreachable_store_snoozes_the_job_and_other_store_errors_retry(backend: Backend) {
+    let clock = ManualClock::new(T0);
+    let mut handlers = Handlers::builtin();
+    handlers.register("store_call", |ctx: JobContext| async move {
+        let e = match ctx.job.payload["error"].as_str() {
+            Some("unavailable") => StoreError::Unavailable("pool timed out".into()),
+            _ => StoreError::Other("constraint failed".into()),
+        };
+        Err::<(), JobError>(e.into())
+    });
+    let app = TestApp::spawn_with(backend, |_| {}, clock.clone(), handlers).await;
+    let enqueue = |error: &'static str| {
+        let store = app.db.store.clone();
+        async move {
+            let mut job = NewJob::new("store_call", json!({ "error": error }));
+            job.max_attempts = 1;
+            store.enqueue(&job, T0).await.unwrap().id
+        }
+    };
+    let (down, broken) = (enqueue("unavailable").await, enqueue("other").await);
+    app.app.job_notify.notify_one();
+
+    let snoozed = eventually(Duration::from_secs(10), "the snooze", || async {
+        app.db
+            .store
+            .get_job(&syncguard_store::Scope::All, None, down)
+            .await
+            .unwrap()
+            .filter(|j| j.state == JobState::Available && j.started_at.is_some())
+    })
+    .await;
+    assert_eq!(snoozed.attempts, 0, "no attempt spent: {snoozed:?}");
+    assert!(
+        (T0 + 1_000..=T0 + 3_000).contains(&snoozed.run_at),
+        "runs again in 1-3 s: {snoozed:?}"
+    );
+    // The same job with its one attempt, failing otherwise, is dead at once.
+    let dead = job_in_state(
+        &app.db.store,
+        broken,
+        JobState::Dead,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(dead.attempts, 1);
     app.stop().await;
 }
 

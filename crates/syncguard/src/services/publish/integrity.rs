@@ -1,7 +1,6 @@
 //! The `integrity.audit` job: re-hashes the next window of stored snapshot states and records
 //! and reports what no longer matches its hash (metrics, audit log, the store's open findings).
 
-use super::publisher::store_error;
 use crate::engine::handler::{JobContext, JobError};
 use crate::services::Services;
 use serde::Deserialize;
@@ -41,11 +40,7 @@ pub(super) async fn run(ctx: JobContext<Services>) -> Result<(), JobError> {
         .clamp(1, 100_000);
     let metrics = &app.publish.metrics;
     for kind in IntegrityKind::ALL {
-        let rows = app
-            .store
-            .integrity_window(kind, sample)
-            .await
-            .map_err(store_error)?;
+        let rows = app.store.integrity_window(kind, sample).await?;
         let found: Vec<Mismatch> = rows.iter().filter_map(|r| check(kind, r)).collect();
         metrics
             .integrity_checked
@@ -62,8 +57,7 @@ pub(super) async fn run(ctx: JobContext<Services>) -> Result<(), JobError> {
         let opened = app
             .store
             .finish_integrity_window(kind, &rows, &found, now)
-            .await
-            .map_err(store_error)?;
+            .await?;
         // The audit log gets each finding once, when it is first seen.
         for m in &opened {
             app.store
@@ -83,8 +77,7 @@ pub(super) async fn run(ctx: JobContext<Services>) -> Result<(), JobError> {
                     },
                     now,
                 )
-                .await
-                .map_err(store_error)?;
+                .await?;
         }
         tracing::info!(
             kind = kind.as_str(),

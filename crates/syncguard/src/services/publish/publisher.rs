@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use syncguard_core::connection::ConnectionStatus;
 use syncguard_store::publish::{publish_job_key, Desired};
 use syncguard_store::queue::NewJob;
-use syncguard_store::{Scope, StoreError};
+use syncguard_store::Scope;
 
 /// What a publish job names: the object. Its state is read when the job runs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -55,10 +55,6 @@ pub(super) fn idempotency_key(d: &Desired) -> String {
     format!("sg-{}", &hex::encode(h.finalize())[..40])
 }
 
-pub(super) fn store_error(e: StoreError) -> JobError {
-    JobError::transient(format!("store: {e}"))
-}
-
 pub(super) async fn run(ctx: JobContext<Services>) -> Result<(), JobError> {
     let app = &ctx.app;
     let p: PublishPayload = serde_json::from_value(ctx.job.payload.clone())
@@ -67,8 +63,7 @@ pub(super) async fn run(ctx: JobContext<Services>) -> Result<(), JobError> {
     let desired = app
         .store
         .get_desired(&Scope::All, &p.connection_id, &p.resource, &p.external_id)
-        .await
-        .map_err(store_error)?;
+        .await?;
     let Some(desired) = desired else {
         return Ok(());
     };
@@ -81,8 +76,7 @@ pub(super) async fn run(ctx: JobContext<Services>) -> Result<(), JobError> {
     let connection = app
         .store
         .get_connection(&Scope::All, None, &p.connection_id)
-        .await
-        .map_err(store_error)?
+        .await?
         .ok_or_else(|| JobError::permanent(format!("connection {} is gone", p.connection_id)))?;
     match connection.status.parse() {
         Ok(ConnectionStatus::Disconnected) => {
@@ -117,18 +111,14 @@ pub(super) async fn run(ctx: JobContext<Services>) -> Result<(), JobError> {
             if held {
                 ctx.store
                     .mark_published(key, &desired.data, &desired.hash, &json_diff, now())
-                    .await
-                    .map_err(store_error)?;
+                    .await?;
                 outcome("already_applied");
                 tracing::info!(connection_id = %p.connection_id, resource = %p.resource, external_id = %p.external_id, "provider already held the state; recorded without writing");
                 return Ok(());
             }
         }
     } else {
-        ctx.store
-            .mark_publish_attempt(key, &desired.hash)
-            .await
-            .map_err(store_error)?;
+        ctx.store.mark_publish_attempt(key, &desired.hash).await?;
     }
     let idempotency = write
         .idempotency_header
@@ -155,8 +145,7 @@ pub(super) async fn run(ctx: JobContext<Services>) -> Result<(), JobError> {
     }
     ctx.store
         .mark_published(key, &desired.data, &desired.hash, &json_diff, now())
-        .await
-        .map_err(store_error)?;
+        .await?;
     outcome("published");
     tracing::info!(connection_id = %p.connection_id, resource = %p.resource, external_id = %p.external_id, hash = %desired.hash, "published");
     Ok(())

@@ -1,7 +1,7 @@
 //! Reconciliation jobs: `reconcile.tick` schedules per-connection runs, `reconcile` runs one.
 
 use super::classify::{classify, Classification, Finding, Local};
-use super::publisher::{publish_job, store_error, PublishPayload};
+use super::publisher::{publish_job, PublishPayload};
 use super::{json_diff, reconcile_interval_ms, Policy, RECONCILE};
 use crate::engine::handler::{JobContext, JobError};
 use crate::provider::ProviderClient;
@@ -47,12 +47,7 @@ pub(super) async fn tick(ctx: JobContext<Services>) -> Result<(), JobError> {
     let now = app.clock.now_ms();
     let settings = &app.publish.settings;
     let mut scheduled = 0;
-    for (id, tenant, config, created_at) in app
-        .store
-        .reconcile_candidates()
-        .await
-        .map_err(store_error)?
-    {
+    for (id, tenant, config, created_at) in app.store.reconcile_candidates().await? {
         let interval = match reconcile_interval_ms(&config, settings) {
             Ok(ms) => ms,
             Err(e) => {
@@ -68,12 +63,7 @@ pub(super) async fn tick(ctx: JobContext<Services>) -> Result<(), JobError> {
         let slot = (now + phase(&id, interval)).div_euclid(interval);
         let job = reconcile_job(app, &id, &tenant);
         let name = format!("{RECONCILE}:{id}");
-        if let Some(job_id) = app
-            .store
-            .schedule_periodic(&name, slot, &job, now)
-            .await
-            .map_err(store_error)?
-        {
+        if let Some(job_id) = app.store.schedule_periodic(&name, slot, &job, now).await? {
             tracing::debug!(connection_id = %id, job_id, slot, "reconciliation scheduled");
             scheduled += 1;
         }
@@ -101,8 +91,7 @@ pub(super) async fn run(ctx: JobContext<Services>) -> Result<(), JobError> {
     let Some(connection) = app
         .store
         .get_connection(&Scope::All, None, &p.connection_id)
-        .await
-        .map_err(store_error)?
+        .await?
     else {
         return Ok(());
     };
@@ -120,8 +109,7 @@ pub(super) async fn run(ctx: JobContext<Services>) -> Result<(), JobError> {
         let batch = app
             .store
             .desired_due_for_reconcile(&connection.id, since, BATCH)
-            .await
-            .map_err(store_error)?;
+            .await?;
         if batch.is_empty() {
             break;
         }
@@ -177,12 +165,7 @@ async fn reconcile_one(
     let base = match d.last_published_hash.as_deref() {
         None => None,
         Some(h) if h == d.hash => Some(Some(d.data.clone())),
-        Some(h) => Some(
-            app.store
-                .snapshot_state(&d.tenant_id, h)
-                .await
-                .map_err(store_error)?,
-        ),
+        Some(h) => Some(app.store.snapshot_state(&d.tenant_id, h).await?),
     };
     let local = Local {
         desired: &d.data,
@@ -241,8 +224,7 @@ async fn apply_policy(
             let queued = app
                 .store
                 .republish(d.key(), d.last_published_hash.as_deref(), base, &job, now)
-                .await
-                .map_err(store_error)?;
+                .await?;
             if queued.is_some() {
                 app.job_notify.notify_one();
             }
@@ -270,12 +252,10 @@ async fn apply_policy(
                             "reconcile",
                             now,
                         )
-                        .await
-                        .map_err(store_error)?;
+                        .await?;
                     store
                         .accept_remote(d.key(), &d.hash, view, hash, now)
-                        .await
-                        .map_err(store_error)?;
+                        .await?;
                 }
                 _ => {
                     store
@@ -290,12 +270,8 @@ async fn apply_policy(
                             "reconcile",
                             now,
                         )
-                        .await
-                        .map_err(store_error)?;
-                    store
-                        .forget_desired(d.key(), &d.hash)
-                        .await
-                        .map_err(store_error)?;
+                        .await?;
+                    store.forget_desired(d.key(), &d.hash).await?;
                 }
             }
             Ok("remote_accepted")
@@ -334,8 +310,7 @@ async fn record(
     }
     let recorded = store
         .record_reconciled(&items, &json_diff, app.clock.now_ms())
-        .await
-        .map_err(store_error)?;
+        .await?;
     for d in recorded {
         tracing::info!(connection_id = %d.connection_id, resource = %d.resource, external_id = %d.external_id, classification = %d.classification, action = %d.action, "drift");
     }

@@ -12,7 +12,7 @@ use crate::services::Services;
 use serde::Deserialize;
 use syncguard_core::connection::ConnectionStatus;
 use syncguard_store::records::RecordWrite;
-use syncguard_store::{Scope, StoreError};
+use syncguard_store::Scope;
 
 #[derive(Debug, Deserialize)]
 struct Payload {
@@ -26,12 +26,10 @@ pub async fn refetch(ctx: JobContext<Services>) -> Result<(), JobError> {
     let p: Payload = serde_json::from_value(ctx.job.payload.clone())
         .map_err(|e| JobError::permanent(format!("invalid {REFETCH_KIND} payload: {e}")))?;
     let (app, ctx_store) = (ctx.app, ctx.store);
-    let store_failed = |e: StoreError| JobError::transient(format!("store: {e}"));
     let Some(conn) = app
         .store
         .get_connection(&Scope::All, None, &p.connection_id)
-        .await
-        .map_err(store_failed)?
+        .await?
     else {
         return Ok(());
     };
@@ -50,8 +48,7 @@ pub async fn refetch(ctx: JobContext<Services>) -> Result<(), JobError> {
             Reason::Refetch,
             false,
         )
-        .await
-        .map_err(store_failed)?;
+        .await?;
         return Ok(());
     }
     let fetched = client.get(&p.resource, &p.external_id).await;
@@ -83,8 +80,7 @@ pub async fn refetch(ctx: JobContext<Services>) -> Result<(), JobError> {
             "refetch",
             now,
         )
-        .await
-        .map_err(store_failed)?;
+        .await?;
     tracing::debug!(connection_id = %conn.id, resource = %p.resource, external_id = %p.external_id,
         change = ?change.map(|c| c.kind), "refetched");
     Ok(())

@@ -57,12 +57,10 @@ async fn run_job(ctx: JobContext<Services>, p: SyncPayload) -> Result<(), JobErr
     let JobContext {
         job, app, store, ..
     } = ctx;
-    let store_failed = |e: StoreError| JobError::transient(format!("store: {e}"));
     let Some(conn) = app
         .store
         .get_connection(&Scope::All, None, &p.connection_id)
-        .await
-        .map_err(store_failed)?
+        .await?
     else {
         tracing::info!("connection no longer exists; nothing to sync");
         return Ok(());
@@ -120,7 +118,6 @@ impl Run<'_> {
 
     async fn execute(&self, full: bool) -> Result<Ended, JobError> {
         let app = self.app;
-        let store_failed = |e: StoreError| JobError::transient(format!("store: {e}"));
         let def = app.providers.get(&self.conn.provider).ok_or_else(|| {
             JobError::permanent(format!("unknown provider `{}`", self.conn.provider))
         })?;
@@ -139,14 +136,9 @@ impl Run<'_> {
         let checkpoint = app
             .store
             .get_checkpoint(&self.conn.id, self.resource)
-            .await
-            .map_err(store_failed)?;
+            .await?;
         let start = plan_run(checkpoint.as_ref(), &settings, full, filterable, now);
-        let cp = self
-            .store
-            .begin_sync_run(self.key(), start, now)
-            .await
-            .map_err(store_failed)?;
+        let cp = self.store.begin_sync_run(self.key(), start, now).await?;
         let run = cp.run.clone().expect("a run was begun or is in progress");
         let resumed = start.is_none();
         let since = run
@@ -174,8 +166,7 @@ impl Run<'_> {
                 };
                 self.store
                     .begin_sync_run(self.key(), Some(restart), restart.started_at)
-                    .await
-                    .map_err(store_failed)?;
+                    .await?;
                 cursor = RunCursor {
                     started_at: restart.started_at,
                     since: restart.since,
@@ -311,8 +302,7 @@ impl Run<'_> {
         let out = self
             .store
             .commit_sync_page(&commit, app.clock.now_ms())
-            .await
-            .map_err(|e| JobError::transient(format!("store: {e}")))?;
+            .await?;
         if let PageCommit::Committed { counts, .. } = out {
             count(app, provider, counts);
         }

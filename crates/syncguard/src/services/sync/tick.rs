@@ -32,9 +32,7 @@ pub struct TickReport {
 
 /// The handler of [`super::TICK_KIND`].
 pub async fn tick(ctx: JobContext<Services>) -> Result<(), JobError> {
-    let report = run_tick(&ctx.app)
-        .await
-        .map_err(|e| JobError::transient(format!("store: {e}")))?;
+    let report = run_tick(&ctx.app).await?;
     tracing::debug!(
         connections = report.connections,
         scheduled = report.scheduled,

@@ -125,13 +125,7 @@ async fn run(ctx: JobContext<Services>, p: Payload) -> Result<(), JobError> {
     let JobContext {
         job, app, store, ..
     } = ctx;
-    let store_failed = |e: syncguard_store::StoreError| JobError::transient(e.to_string());
-    let Some((event, body)) = app
-        .store
-        .event_for_processing(&p.event_id)
-        .await
-        .map_err(store_failed)?
-    else {
+    let Some((event, body)) = app.store.event_for_processing(&p.event_id).await? else {
         return Err(JobError::permanent(format!(
             "event {} does not exist",
             p.event_id
@@ -175,15 +169,9 @@ async fn run(ctx: JobContext<Services>, p: Payload) -> Result<(), JobError> {
         note: Some(note),
         fence: job.fence(),
     };
-    let recorded = app
-        .webhooks
-        .writers(&app)
-        .runs
-        .submit(run)
-        .await
-        .map_err(store_failed)?;
+    let recorded = app.webhooks.writers(&app).runs.submit(run).await?;
     if !recorded {
-        return Err(store_failed(syncguard_store::StoreError::Fenced {
+        return Err(JobError::from(syncguard_store::StoreError::Fenced {
             job_id: job.id,
         }));
     }
