@@ -150,15 +150,4 @@ impl Store {
             }))
         })
     }
-
-    /// Drops stored responses older than the retention window; returns how many.
-    pub async fn purge_idempotency_keys(&self, now: Millis) -> Result<u64> {
-        on_writer!(self, p => {
-            Ok(sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
-                .bind(now - RETENTION_MS)
-                .execute(p)
-                .await?
-                .rows_affected())
-        })
-    }
 }

@@ -40,13 +40,16 @@ pub mod publish;
 pub mod queue;
 pub mod reachability;
 pub mod records;
+pub mod retention;
 mod row;
 mod sql;
 pub mod tenancy;
 pub mod testkit;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{PgPool, SqlitePool};
 use std::str::FromStr;
 use std::time::Duration;
@@ -236,10 +239,12 @@ impl Store {
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true);
+            // A database created now hands pages freed by retention back to the file system
+            // (`Store::reclaim_space`); on an older one the pragma does nothing (see retention).
             let write = SqlitePoolOptions::new()
                 .max_connections(1)
                 .acquire_timeout(opts.acquire_timeout)
-                .connect_with(base.clone())
+                .connect_with(base.clone().auto_vacuum(SqliteAutoVacuum::Incremental))
                 .await
                 .map_err(|e| StoreError::Unavailable(e.to_string()))?;
             let read = SqlitePoolOptions::new()

@@ -27,6 +27,26 @@ impl TestDb {
     pub fn backend(&self) -> Backend {
         self.store.backend()
     }
+
+    /// Runs `sql` (statements separated by `;`, no parameters) on the writer: rows a test needs
+    /// with exact ages or states that no operation would write directly.
+    pub async fn execute(&self, sql: &str) {
+        match &self.store.pools {
+            Pools::Sqlite { write, .. } => sqlx::raw_sql(sql).execute(write).await.map(|_| ()),
+            Pools::Postgres(p) => sqlx::raw_sql(sql).execute(p).await.map(|_| ()),
+        }
+        .unwrap_or_else(|e| panic!("test SQL failed: {e}\n{sql}"));
+    }
+
+    /// The number of rows of `table`.
+    pub async fn count(&self, table: &str) -> i64 {
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        match &self.store.pools {
+            Pools::Sqlite { write, .. } => sqlx::query_scalar(&sql).fetch_one(write).await,
+            Pools::Postgres(p) => sqlx::query_scalar(&sql).fetch_one(p).await,
+        }
+        .expect("count")
+    }
 }
 
 /// A fresh, migrated store on `backend`.

@@ -67,6 +67,7 @@ pub struct Config {
     pub api: ApiConfig,
     pub store: StoreConfig,
     pub egress: EgressConfig,
+    pub retention: RetentionConfig,
 }
 
 impl Default for Config {
@@ -84,6 +85,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             store: StoreConfig::default(),
             egress: EgressConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -195,6 +197,39 @@ impl Default for StoreConfig {
             acquire_timeout_ms: 2_000,
             probe_interval_ms: 500,
             probe_timeout_ms: 800,
+        }
+    }
+}
+
+/// How long finished work is kept. The `cleanup` job deletes what is older every hour, in
+/// batches of `batch_size` rows. Dead letters, failed and dead webhook events, records,
+/// checkpoints and desired state are never deleted by age.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Succeeded and cancelled jobs.
+    pub finished_jobs_days: u32,
+    /// Processed and duplicate inbound webhook events, with their raw bodies.
+    pub inbound_events_days: u32,
+    /// Entries of the change feed (`GET /v1/changes`).
+    pub changes_days: u32,
+    /// The audit log.
+    pub audit_days: u32,
+    /// Snapshots kept per object whatever their age, besides any a drift finding refers to.
+    pub snapshots_per_object: u32,
+    /// Rows deleted per statement, so no purge holds a long lock.
+    pub batch_size: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            finished_jobs_days: 7,
+            inbound_events_days: 30,
+            changes_days: 30,
+            audit_days: 365,
+            snapshots_per_object: 10,
+            batch_size: 1_000,
         }
     }
 }
@@ -334,6 +369,23 @@ impl Config {
         }
         if !(50..=60_000).contains(&st.probe_timeout_ms) {
             return bad("store.probe_timeout_ms", "must be between 50 and 60000");
+        }
+        let r = &self.retention;
+        for (key, days) in [
+            ("retention.finished_jobs_days", r.finished_jobs_days),
+            ("retention.inbound_events_days", r.inbound_events_days),
+            ("retention.changes_days", r.changes_days),
+            ("retention.audit_days", r.audit_days),
+        ] {
+            if !(1..=36_500).contains(&days) {
+                return bad(key, "must be between 1 and 36500 days");
+            }
+        }
+        if r.snapshots_per_object < 1 {
+            return bad("retention.snapshots_per_object", "must be at least 1");
+        }
+        if !(1..=100_000).contains(&r.batch_size) {
+            return bad("retention.batch_size", "must be between 1 and 100000");
         }
         self.egress_policy()
             .map_err(|e| ConfigError(format!("`egress.allow`: {e}")))?;

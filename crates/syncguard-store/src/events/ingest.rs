@@ -423,25 +423,6 @@ impl Store {
             .collect()
     }
 
-    /// Deletes finished events (processed or duplicate) received before `before`, with their
-    /// job links; failed and dead events stay until replayed or reviewed. Returns how many.
-    pub async fn purge_events(&self, before: Millis) -> Result<u64> {
-        on_writer!(self, p => {
-            let mut tx = p.begin().await?;
-            sqlx::query("DELETE FROM inbound_event_jobs WHERE event_id IN (SELECT id FROM inbound_events WHERE received_at < $1 AND status IN ('processed', 'duplicate'))")
-                .bind(before)
-                .execute(&mut *tx)
-                .await?;
-            let n = sqlx::query("DELETE FROM inbound_events WHERE received_at < $1 AND status IN ('processed', 'duplicate')")
-                .bind(before)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            tx.commit().await?;
-            Ok(n)
-        })
-    }
-
     /// Drops content-key claims older than `before` (the deduplication window has passed);
     /// returns how many.
     pub async fn purge_content_keys(&self, before: Millis) -> Result<u64> {

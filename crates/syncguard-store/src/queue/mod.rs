@@ -495,18 +495,6 @@ impl Store {
         Ok(lost)
     }
 
-    /// Deletes finished jobs (succeeded, cancelled) older than `before`; dead letters stay until
-    /// reviewed and replayed or purged explicitly.
-    pub async fn purge_finished_jobs(&self, before: Millis) -> Result<u64> {
-        on_writer!(self, p => {
-            Ok(sqlx::query("DELETE FROM jobs WHERE state IN ('succeeded', 'cancelled') AND updated_at < $1")
-                .bind(before)
-                .execute(p)
-                .await?
-                .rows_affected())
-        })
-    }
-
     /// Jobs per state, across every tenant (metrics and health; never per request).
     pub async fn job_counts(&self) -> Result<Vec<(JobState, i64)>> {
         crate::on_reader!(self, p => {

@@ -40,15 +40,4 @@ impl Store {
             Ok(Some(e.id))
         })
     }
-
-    /// Forgets periodic slots older than `before`.
-    pub async fn purge_periodic_runs(&self, before: Millis) -> Result<u64> {
-        on_writer!(self, p => {
-            Ok(sqlx::query("DELETE FROM periodic_runs WHERE created_at < $1")
-                .bind(before)
-                .execute(p)
-                .await?
-                .rows_affected())
-        })
-    }
 }

@@ -15,6 +15,7 @@ mod provider_state;
 mod publish;
 mod queue;
 mod records;
+mod retention;
 mod schema;
 
 /// Declares each listed `async fn name(db: TestDb)` as two tests, `sqlite::name` and

@@ -135,11 +135,10 @@ impl<S: Clone + Send + Sync + 'static> Handlers<S> {
         self.0.insert(kind.to_string(), Arc::new(handler));
     }
 
-    /// The runtime's own handlers (`noop`, `cleanup`), which need no state.
+    /// The runtime's own handler (`noop`), which needs no state.
     pub fn runtime() -> Handlers<S> {
         let mut h = Handlers::default();
         h.register(NOOP, noop);
-        h.register(CLEANUP, cleanup);
         h
     }
 
@@ -196,8 +195,6 @@ impl Bound {
 /// Does nothing, optionally slowly, optionally failing, optionally touching a URL once it is
 /// done: the job the benchmarks and the crash tests drive the queue with.
 pub const NOOP: &str = "noop";
-/// Drops what has outlived its retention (idempotency keys, finished jobs, periodic slots).
-pub const CLEANUP: &str = "cleanup";
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -234,38 +231,5 @@ async fn noop<S>(ctx: JobContext<S>) -> Result<(), JobError> {
             ));
         }
     }
-    Ok(())
-}
-
-/// Finished jobs are kept this long for inspection.
-const FINISHED_JOB_RETENTION_MS: i64 = 7 * 24 * 3_600_000;
-
-/// Processed inbound webhooks (raw bodies included) are kept this long for inspection and replay.
-const EVENT_RETENTION_MS: i64 = 30 * 24 * 3_600_000;
-
-async fn cleanup<S>(ctx: JobContext<S>) -> Result<(), JobError> {
-    let now = ctx.env.clock.now_ms();
-    let store = &ctx.env.store;
-    let fail = |e: syncguard_store::StoreError| JobError::transient(e.to_string());
-    let keys = store.purge_idempotency_keys(now).await.map_err(fail)?;
-    let jobs = store
-        .purge_finished_jobs(now - FINISHED_JOB_RETENTION_MS)
-        .await
-        .map_err(fail)?;
-    let slots = store
-        .purge_periodic_runs(now - FINISHED_JOB_RETENTION_MS)
-        .await
-        .map_err(fail)?;
-    let events = store
-        .purge_events(now - EVENT_RETENTION_MS)
-        .await
-        .map_err(fail)?;
-    tracing::info!(
-        idempotency_keys = keys,
-        jobs,
-        periodic_slots = slots,
-        events,
-        "cleanup done"
-    );
     Ok(())
 }

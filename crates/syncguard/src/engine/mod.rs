@@ -36,7 +36,7 @@ mod leases;
 mod run;
 mod scheduler;
 
-pub use scheduler::{Schedule, SCHEDULES};
+pub use scheduler::Schedule;
 
 use crate::env::Env;
 use handler::Bound;

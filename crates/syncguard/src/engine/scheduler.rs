@@ -20,13 +20,6 @@ pub struct Schedule {
     pub interval_ms: i64,
 }
 
-/// The built-in schedules.
-pub const SCHEDULES: &[Schedule] = &[Schedule {
-    name: "cleanup",
-    kind: super::handler::CLEANUP,
-    interval_ms: 3_600_000,
-}];
-
 /// Arbitrary constant naming the scheduler-leader advisory lock.
 const LEADER_LOCK: i64 = 0x5359_4e43_5343_4844; // "SYNCSCHD"
 

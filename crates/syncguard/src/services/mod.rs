@@ -11,6 +11,7 @@
 //! - [`sync`]: backfill and incremental sync with checkpoints (SPEC §3.4).
 //! - [`publish`]: desired state, publishing, snapshots, reconciliation and drift (SPEC §3.5).
 //! - [`health`]: the cached health snapshot and SLO status (SPEC §3.7).
+//! - [`retention`]: the hourly cleanup of what has outlived its use (SPEC §3.6 "Retention").
 //! - [`key_cache`]: API keys verified lately (tenancy, SPEC §3.8).
 //! - [`jobs`]: how a provider failure becomes a job outcome.
 //!
@@ -20,11 +21,12 @@ pub mod health;
 pub mod jobs;
 pub mod key_cache;
 pub mod publish;
+pub mod retention;
 pub mod sync;
 pub mod webhook;
 
 use crate::engine::handler::Handlers;
-use crate::engine::{Schedule, SCHEDULES};
+use crate::engine::Schedule;
 use crate::env::Env;
 use crate::provider::ProviderState;
 use std::ops::Deref;
@@ -48,6 +50,8 @@ pub struct ServicesInner {
     pub publish: publish::PublishState,
     /// API keys verified lately, so reads need no store round trip for their key.
     pub api_keys: key_cache::KeyCache,
+    /// Retention's counters.
+    pub retention: retention::RetentionState,
 }
 
 impl Deref for Services {
@@ -76,6 +80,7 @@ impl Services {
             sync: sync::SyncState::new(&config, registry)?,
             health: health::HealthState::new(&config, registry)?,
             publish: publish::PublishState::new(&config, registry)?,
+            retention: retention::RetentionState::new(registry)?,
             api_keys: key_cache::KeyCache::new(std::time::Duration::from_millis(
                 config.api.key_cache_ttl_ms,
             )),
@@ -96,13 +101,14 @@ impl Handlers<Services> {
         webhook::register(&mut h);
         sync::register(&mut h);
         publish::register(&mut h);
+        retention::register(&mut h);
         h
     }
 }
 
 /// The periodic schedules every node runs: the runtime's own and every service's.
 pub fn schedules() -> Vec<Schedule> {
-    let mut all = SCHEDULES.to_vec();
+    let mut all = retention::schedules();
     all.extend(sync::schedules());
     all.extend(publish::schedules());
     all

@@ -18,6 +18,7 @@ mod outage;
 mod process;
 mod provider;
 mod publish;
+mod retention;
 mod server;
 mod sync;
 mod webhook;
