@@ -286,6 +286,19 @@ impl Store {
         }
     }
 
+    /// Connections of each pool, open and idle, as `(pool, open, idle)`: `main` on PostgreSQL,
+    /// `write` and `read` on SQLite. Read from memory; never touches the database.
+    pub fn pool_stats(&self) -> Vec<(&'static str, u32, u32)> {
+        let stat = |name, size: u32, idle: usize| (name, size, idle as u32);
+        match &self.pools {
+            Pools::Sqlite { write, read } => vec![
+                stat("write", write.size(), write.num_idle()),
+                stat("read", read.size(), read.num_idle()),
+            ],
+            Pools::Postgres(p) => vec![stat("main", p.size(), p.num_idle())],
+        }
+    }
+
     /// The database url with any password removed, for startup lines and logs.
     pub fn url_redacted(&self) -> &str {
         &self.url_redacted

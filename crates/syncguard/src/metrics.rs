@@ -25,6 +25,8 @@ pub struct Metrics {
     pub http_request_duration_seconds: HistogramVec,
     /// Errors met by background loops, by loop.
     pub background_errors_total: IntCounterVec,
+    /// Open store connections by pool and state (busy, idle), refreshed with the queue gauges.
+    pub store_connections: IntGaugeVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -60,6 +62,17 @@ impl Metrics {
         .expect("valid metric");
         registry
             .register(Box::new(queue_jobs.clone()))
+            .expect("registered once");
+        let store_connections = IntGaugeVec::new(
+            Opts::new(
+                "syncguard_store_connections",
+                "Open store connections by pool (main on PostgreSQL; write, read on SQLite) and state (busy, idle).",
+            ),
+            &["pool", "state"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(store_connections.clone()))
             .expect("registered once");
         let build_info = IntGaugeVec::new(
             Opts::new(
@@ -119,6 +132,7 @@ impl Metrics {
                 &["loop"],
             ),
             queue_jobs,
+            store_connections,
             registry,
         }
     }

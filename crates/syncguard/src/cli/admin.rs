@@ -138,7 +138,7 @@ pub enum DlqCommand {
     },
 }
 
-async fn call(
+pub(super) async fn call(
     remote: &Remote,
     method: reqwest::Method,
     path: &str,
@@ -163,12 +163,12 @@ async fn call(
     Ok(value)
 }
 
-fn opt(name: &'static str, v: &Option<String>) -> Option<(&'static str, String)> {
+pub(super) fn opt(name: &'static str, v: &Option<String>) -> Option<(&'static str, String)> {
     v.as_ref().map(|v| (name, v.clone()))
 }
 
 /// Prints `value` as JSON, or its `data` items (or itself) as a table of `columns`.
-fn print(remote: &Remote, value: &Value, columns: &[&str]) {
+pub(super) fn print(remote: &Remote, value: &Value, columns: &[&str]) {
     if remote.json {
         println!(
             "{}",

@@ -9,12 +9,13 @@ mod chaos;
 mod config_cmd;
 mod demo;
 mod mock;
+mod resources;
 mod secrets;
 mod serve;
 mod sync_cmd;
 
 use crate::config::LogFormat;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -62,6 +63,22 @@ pub enum Command {
     /// Dead letters: list and replay.
     #[command(subcommand)]
     Dlq(admin::DlqCommand),
+    /// Connections: list, show, create, pause, resume, disconnect.
+    #[command(subcommand)]
+    Connections(resources::ConnectionsCommand),
+    /// Circuit breakers: list, force open or closed.
+    #[command(subcommand)]
+    Circuits(resources::CircuitsCommand),
+    /// Inbound webhook events: list, show, replay.
+    #[command(subcommand)]
+    Events(resources::EventsCommand),
+    /// Print a shell completion script: `syncguard completions bash > /etc/bash_completion.d/syncguard`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `syncguard man > /usr/local/share/man/man1/syncguard.1`.
+    Man,
     /// Run the mock provider (Trackstar- and eBay-shaped APIs, webhook emitter, faults).
     Mock(mock::MockArgs),
     /// Start a sync of a connection now.
@@ -100,6 +117,21 @@ pub fn main() -> ExitCode {
             Command::Keys(cmd) => admin::keys(cmd).await,
             Command::Jobs(cmd) => admin::jobs(cmd).await,
             Command::Dlq(cmd) => admin::dlq(cmd).await,
+            Command::Connections(cmd) => resources::connections(cmd).await,
+            Command::Circuits(cmd) => resources::circuits(cmd).await,
+            Command::Events(cmd) => resources::events(cmd).await,
+            Command::Completions { shell } => {
+                clap_complete::generate(
+                    shell,
+                    &mut Cli::command(),
+                    "syncguard",
+                    &mut std::io::stdout(),
+                );
+                Ok(())
+            }
+            Command::Man => clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .map_err(Into::into),
             Command::Mock(args) => mock::run(args).await,
             Command::Secrets(cmd) => secrets::run(cmd).await,
             Command::Chaos(args) => chaos::run(args).await,

@@ -290,9 +290,16 @@ async fn rescue_loop(app: Env, cancel: CancellationToken) {
     }
 }
 
-/// Refreshes the queue-depth gauges from the store every few seconds (never per scrape).
+/// Refreshes the queue-depth gauges from the store every few seconds (never per scrape), and
+/// the store connection gauges from the pools.
 pub async fn gauge_loop(app: Env, cancel: CancellationToken) {
     loop {
+        for (pool, open, idle) in app.store.pool_stats() {
+            let g = &app.metrics.store_connections;
+            g.with_label_values(&[pool, "idle"]).set(i64::from(idle));
+            g.with_label_values(&[pool, "busy"])
+                .set(i64::from(open.saturating_sub(idle)));
+        }
         let counts = tokio::select! {
             c = app.store.job_counts() => c,
             _ = cancel.cancelled() => break,

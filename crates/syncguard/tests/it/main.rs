@@ -8,6 +8,7 @@ mod api_audit;
 mod api_conventions;
 mod api_idempotency;
 mod api_scope;
+mod cli_admin;
 mod config_cli;
 mod engine;
 mod fairness;
