@@ -117,9 +117,11 @@ async fn cleanup(ctx: JobContext<Services>) -> Result<(), JobError> {
     let app = &ctx.app;
     let settings = app.settings();
     let purged = purge(&app.store, &settings.retention, app.clock.now_ms()).await?;
+    let mut deleted = serde_json::Map::new();
     for (table, n) in &purged {
         app.retention.deleted.with_label_values(&[table]).inc_by(*n);
+        deleted.insert(table.to_string(), (*n).into());
     }
-    tracing::info!(purged = ?purged, "retention cleanup done");
+    tracing::info!(deleted = %serde_json::Value::Object(deleted), "retention cleanup done");
     Ok(())
 }
