@@ -12,6 +12,7 @@
 
 pub mod audit;
 mod connections;
+mod contract;
 pub mod error;
 pub mod extract;
 mod health;
@@ -45,7 +46,7 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "syncguard", description = "Self-hosted integration sync engine.", license(name = "MIT OR Apache-2.0")),
+    info(title = "syncguard", description = "Self-hosted integration sync engine.\n\nEvery error is `application/problem+json` (RFC 9457); the last segment of its `type` names the kind. Every write (`POST`, `PUT`, `PATCH`, `DELETE` under `/v1/`, webhooks aside) honours an optional `Idempotency-Key` header (1 to 255 visible ASCII characters): the first answer is stored for 24 h and returned again for a retry with the same key and request; a retry while the first is in progress gets 409, the same key with another request 422.", license(name = "MIT OR Apache-2.0")),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -72,6 +73,13 @@ impl utoipa::Modify for BearerAuth {
 
 /// The documented `/v1` routes and the OpenAPI document that describes exactly them.
 pub fn documented() -> (Router<Services>, utoipa::openapi::OpenApi) {
+    let (routes, mut doc) = routes().split_for_parts();
+    // Once every operation is in: what they all share (see `contract`).
+    utoipa::Modify::modify(&contract::Contract, &mut doc);
+    (routes, doc)
+}
+
+fn routes() -> OpenApiRouter<Services> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(tenants::create_tenant, tenants::list_tenants))
         .routes(routes!(tenants::create_key, tenants::list_keys))
@@ -107,7 +115,6 @@ pub fn documented() -> (Router<Services>, utoipa::openapi::OpenApi) {
         .routes(routes!(health::health))
         .routes(routes!(health::connection_health))
         .merge(publish::routes())
-        .split_for_parts()
 }
 
 /// The OpenAPI 3.1 document served at `/v1/openapi.json`.
@@ -125,7 +132,8 @@ pub fn router(app: Services) -> Router {
             axum::routing::get(move || async move { axum::Json((*doc).clone()) }),
         )
         .fallback(|| async { ApiError::not_found("no such route") })
-        .layer(middleware::from_fn_with_state(
+        // Only on routed methods: a method a path does not serve is a 405 whatever its key.
+        .route_layer(middleware::from_fn_with_state(
             app.clone(),
             idempotency::middleware,
         ))

@@ -15,6 +15,7 @@ mod fairness;
 mod fencing;
 mod health;
 mod layers;
+mod openapi;
 mod outage;
 mod process;
 mod provider;

@@ -114,13 +114,7 @@ fn parse_since(s: Option<&str>, field: &str) -> ApiResult<Option<i64>> {
     s.map(|s| {
         s.parse::<i64>()
             .ok()
-            .or_else(|| {
-                humantime::parse_rfc3339_weak(s).ok().and_then(|t| {
-                    t.duration_since(std::time::UNIX_EPOCH)
-                        .ok()
-                        .map(|d| d.as_millis() as i64)
-                })
-            })
+            .or_else(|| syncguard_core::time::parse_rfc3339(s))
             .ok_or_else(|| {
                 ApiError::unprocessable(format!(
                     "field `{field}`: expected RFC 3339 or milliseconds since the epoch"
