@@ -133,7 +133,7 @@ pub fn main() -> ExitCode {
                 .render(&mut std::io::stdout())
                 .map_err(Into::into),
             Command::Mock(args) => mock::run(args).await,
-            Command::Secrets(cmd) => secrets::run(cmd).await,
+            Command::Secrets(cmd) => secrets::run(cli.config.as_deref(), cmd).await,
             Command::Chaos(args) => chaos::run(args).await,
         }
     });

@@ -44,28 +44,19 @@ pub struct RotateArgs {
     pub json: bool,
 }
 
-pub async fn run(cmd: SecretsCommand) -> anyhow::Result<()> {
+/// Runs `cmd` with the configuration file of the global `--config` (or `SYNCGUARD_CONFIG`).
+pub async fn run(config_file: Option<&std::path::Path>, cmd: SecretsCommand) -> anyhow::Result<()> {
     match cmd {
-        SecretsCommand::Rotate(args) => rotate(args).await,
+        SecretsCommand::Rotate(args) => rotate(config_file, args).await,
     }
 }
 
-/// The global `--config` flag. `cli::main` does not hand it to this command, so it is read
-/// again from the command line (falling back to `SYNCGUARD_CONFIG`, as clap does).
-fn config_path() -> Option<PathBuf> {
-    use clap::Parser;
-    match crate::cli::Cli::try_parse() {
-        Ok(cli) => cli.config,
-        Err(_) => std::env::var_os("SYNCGUARD_CONFIG").map(PathBuf::from),
-    }
-}
-
-async fn rotate(args: RotateArgs) -> anyhow::Result<()> {
+async fn rotate(config_file: Option<&std::path::Path>, args: RotateArgs) -> anyhow::Result<()> {
     let overrides = Overrides {
         database_url: args.database_url.clone(),
         ..Default::default()
     };
-    let mut config = Config::load(config_path().as_deref(), &overrides)?.config;
+    let mut config = Config::load(config_file, &overrides)?.config;
     for file in &args.previous_key_files {
         let key = std::fs::read_to_string(file)
             .with_context(|| format!("reading previous key file {}", file.display()))?;

@@ -168,17 +168,38 @@ fn b64(bytes: &[u8]) -> String {
 }
 
 /// Runs `syncguard secrets rotate` as a real process with `key` as the current master key.
-async fn rotate(db_url: &str, key: &str, previous_file: &std::path::Path, dry_run: bool) -> Value {
+/// The store and the old key come from flags, or with `via_config` from a configuration file
+/// named by the global `--config` (outside the working directory, so only the flag finds it).
+async fn rotate(
+    db_url: &str,
+    key: &str,
+    previous_file: &std::path::Path,
+    dry_run: bool,
+    via_config: bool,
+) -> Value {
     let dir = tempfile::tempdir().unwrap();
-    let mut args = vec![
-        "secrets",
-        "rotate",
-        "--database-url",
-        db_url,
-        "--previous-key-file",
-        previous_file.to_str().unwrap(),
-        "--json",
-    ];
+    let elsewhere = tempfile::tempdir().unwrap();
+    let config = elsewhere.path().join("syncguard.toml");
+    let old_key = std::fs::read_to_string(previous_file).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "database_url = \"{db_url}\"\nprevious_master_keys = [\"{}\"]\n",
+            old_key.trim()
+        ),
+    )
+    .unwrap();
+    let mut args = vec!["secrets", "rotate", "--json"];
+    if via_config {
+        args.extend(["--config", config.to_str().unwrap()]);
+    } else {
+        args.extend([
+            "--database-url",
+            db_url,
+            "--previous-key-file",
+            previous_file.to_str().unwrap(),
+        ]);
+    }
     if dry_run {
         args.push("--dry-run");
     }
@@ -235,7 +256,7 @@ async fn credentials_are_sealed_and_rotation_keeps_them_usable(backend: Backend)
     let old_file = dir.path().join("old.key");
     std::fs::write(&old_file, b64(&[7u8; 32])).unwrap();
     let new_key = b64(&[9u8; 32]);
-    let report = rotate(&app.db.url, &new_key, &old_file, false).await;
+    let report = rotate(&app.db.url, &new_key, &old_file, false, false).await;
     assert_eq!(
         (
             report["connections"].as_u64(),
@@ -245,7 +266,7 @@ async fn credentials_are_sealed_and_rotation_keeps_them_usable(backend: Backend)
         (Some(1), Some(1), Some(0)),
         "{report}"
     );
-    let report = rotate(&app.db.url, &new_key, &old_file, true).await;
+    let report = rotate(&app.db.url, &new_key, &old_file, true, true).await;
     assert_eq!(
         (report["resealed"].as_u64(), report["current"].as_u64()),
         (Some(0), Some(1)),
