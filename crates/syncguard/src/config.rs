@@ -68,6 +68,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub egress: EgressConfig,
     pub retention: RetentionConfig,
+    pub health: HealthConfig,
 }
 
 impl Default for Config {
@@ -86,6 +87,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             egress: EgressConfig::default(),
             retention: RetentionConfig::default(),
+            health: HealthConfig::default(),
         }
     }
 }
@@ -197,6 +199,43 @@ impl Default for StoreConfig {
             acquire_timeout_ms: 2_000,
             probe_interval_ms: 500,
             probe_timeout_ms: 800,
+        }
+    }
+}
+
+/// The SLO thresholds a connection's health status is judged by (SPEC §3.7), and the error
+/// budget its burn-rate alerts use. Reloaded without a restart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Time since the last completed sync: degraded past the warning, unhealthy past critical.
+    pub sync_lag_warning_s: f64,
+    pub sync_lag_critical_s: f64,
+    /// Time since the last webhook, for connections that receive them.
+    pub webhook_lag_warning_s: f64,
+    pub webhook_lag_critical_s: f64,
+    /// Share of failed provider calls over 24 h: 0.01 is 1 %.
+    pub error_rate_warning: f64,
+    pub error_rate_critical: f64,
+    /// Failed jobs of the connection in the last hour.
+    pub recent_failures_warning: f64,
+    pub recent_failures_critical: f64,
+    /// The availability target the error budget comes from (0.99: 1 % of calls may fail).
+    pub slo_target: f64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            sync_lag_warning_s: 300.0,
+            sync_lag_critical_s: 900.0,
+            webhook_lag_warning_s: 120.0,
+            webhook_lag_critical_s: 600.0,
+            error_rate_warning: 0.01,
+            error_rate_critical: 0.05,
+            recent_failures_warning: 5.0,
+            recent_failures_critical: 20.0,
+            slo_target: 0.99,
         }
     }
 }
@@ -369,6 +408,46 @@ impl Config {
         }
         if !(50..=60_000).contains(&st.probe_timeout_ms) {
             return bad("store.probe_timeout_ms", "must be between 50 and 60000");
+        }
+        let h = &self.health;
+        for (key, warning, critical) in [
+            (
+                "health.sync_lag",
+                h.sync_lag_warning_s,
+                h.sync_lag_critical_s,
+            ),
+            (
+                "health.webhook_lag",
+                h.webhook_lag_warning_s,
+                h.webhook_lag_critical_s,
+            ),
+            (
+                "health.error_rate",
+                h.error_rate_warning,
+                h.error_rate_critical,
+            ),
+            (
+                "health.recent_failures",
+                h.recent_failures_warning,
+                h.recent_failures_critical,
+            ),
+        ] {
+            if !(warning.is_finite()
+                && critical.is_finite()
+                && 0.0 <= warning
+                && warning <= critical)
+            {
+                return bad(
+                    key,
+                    "the warning level must be at least 0 and at most the critical level",
+                );
+            }
+        }
+        if !(h.error_rate_critical <= 1.0) {
+            return bad("health.error_rate_critical", "is a share: at most 1");
+        }
+        if !(h.slo_target > 0.0 && h.slo_target < 1.0) {
+            return bad("health.slo_target", "must be between 0 and 1, e.g. 0.99");
         }
         let r = &self.retention;
         for (key, days) in [

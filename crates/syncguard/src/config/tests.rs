@@ -253,3 +253,24 @@ fn egress_allow_comes_from_the_file_or_the_environment() {
         Ok(())
     });
 }
+
+#[test]
+fn invalid_health_and_retention_settings_name_their_key() {
+    let cases: [(&str, fn(&mut Config)); 6] = [
+        ("health.sync_lag", |c| c.health.sync_lag_warning_s = 1_000.0),
+        ("health.error_rate", |c| c.health.error_rate_warning = -0.1),
+        ("health.error_rate_critical", |c| {
+            c.health.error_rate_critical = 2.0
+        }),
+        ("health.slo_target", |c| c.health.slo_target = 1.0),
+        ("retention.audit_days", |c| c.retention.audit_days = 0),
+        ("retention.batch_size", |c| c.retention.batch_size = 0),
+    ];
+    for (key, spoil) in cases {
+        let mut c = Config::default();
+        spoil(&mut c);
+        let e = c.validate().expect_err(key).to_string();
+        assert!(e.contains(&format!("`{key}")), "{key}: {e}");
+    }
+    Config::default().validate().unwrap();
+}

@@ -59,6 +59,23 @@ async fn status_follows_the_sync_lag_thresholds_on_an_injected_clock(backend: Ba
             );
         }
     }
+    // `[health]` thresholds apply from the next snapshot after a reload.
+    let original = (*app.app.settings()).clone();
+    let mut relaxed = original.clone();
+    relaxed.health.sync_lag_critical_s = 2_000.0;
+    app.app.reload(relaxed);
+    syncguard::services::health::refresh(&app.app)
+        .await
+        .unwrap();
+    let h = connection_health(&app, &admin, &id).await;
+    assert_eq!(
+        h["status"], "degraded",
+        "901 s is within the reloaded critical level: {h}"
+    );
+    app.app.reload(original);
+    syncguard::services::health::refresh(&app.app)
+        .await
+        .unwrap();
     // The pinned shape.
     let (_, all) = app.get("/v1/health", &admin).await;
     for field in ["total", "healthy", "degraded", "unhealthy", "queue"] {

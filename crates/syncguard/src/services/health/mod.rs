@@ -48,8 +48,6 @@ pub struct HealthState {
     backlog_from: Mutex<Option<String>>,
     /// Each connection's status in the last snapshot, to log changes.
     last_status: Mutex<HashMap<String, Status>>,
-    pub thresholds: Thresholds,
-    pub burn_policy: BurnPolicy,
     /// Connections per health status.
     gauge: IntGaugeVec,
 }
@@ -68,8 +66,6 @@ impl HealthState {
             current: ArcSwapOption::empty(),
             backlog_from: Mutex::new(None),
             last_status: Mutex::new(HashMap::new()),
-            thresholds: Thresholds::default(),
-            burn_policy: BurnPolicy::default(),
             gauge,
         })
     }
@@ -111,13 +107,17 @@ pub async fn run(app: Services, cancel: CancellationToken) {
 pub async fn refresh(app: &Services) -> Result<(), StoreError> {
     let health = &app.health;
     let now = app.clock.now_ms();
+    // The thresholds as last reloaded (`[health]`).
+    let settings = app.settings();
+    let thresholds = Thresholds::from(&settings.health);
+    let burn_policy = BurnPolicy::for_target(settings.health.slo_target);
     let from = health
         .backlog_from
         .lock()
         .expect("backlog floor")
         .clone()
         .unwrap_or_else(|| event_id_floor(now - BACKLOG_LOOKBACK_MS));
-    let inputs = snapshot::gather(app, now, &from, &health.burn_policy).await?;
+    let inputs = snapshot::gather(app, now, &from, &burn_policy).await?;
     let oldest_waiting = inputs
         .backlog
         .values()
@@ -128,7 +128,7 @@ pub async fn refresh(app: &Services) -> Result<(), StoreError> {
         None => event_id_floor(now - 60_000),
     };
     *health.backlog_from.lock().expect("backlog floor") = Some(next_from);
-    let snap = snapshot::assemble(app, &inputs, now, &health.thresholds, &health.burn_policy);
+    let snap = snapshot::assemble(app, &inputs, now, &thresholds, &burn_policy);
     record(health, &snap);
     health.current.store(Some(Arc::new(snap)));
     Ok(())

@@ -2,6 +2,7 @@
 //! thresholds, SRE burn-rate alerts from its error budget, and latency percentiles. No I/O, no
 //! clock: everything time-dependent arrives already measured against a `now` the caller chose.
 
+use crate::config::HealthConfig;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -43,23 +44,18 @@ pub struct Thresholds {
 
 impl Default for Thresholds {
     fn default() -> Self {
+        Thresholds::from(&HealthConfig::default())
+    }
+}
+
+impl From<&HealthConfig> for Thresholds {
+    fn from(c: &HealthConfig) -> Self {
+        let level = |warning, critical| Level { warning, critical };
         Thresholds {
-            sync_lag_s: Level {
-                warning: 300.0,
-                critical: 900.0,
-            },
-            webhook_lag_s: Level {
-                warning: 120.0,
-                critical: 600.0,
-            },
-            error_rate: Level {
-                warning: 0.01,
-                critical: 0.05,
-            },
-            recent_failures: Level {
-                warning: 5.0,
-                critical: 20.0,
-            },
+            sync_lag_s: level(c.sync_lag_warning_s, c.sync_lag_critical_s),
+            webhook_lag_s: level(c.webhook_lag_warning_s, c.webhook_lag_critical_s),
+            error_rate: level(c.error_rate_warning, c.error_rate_critical),
+            recent_failures: level(c.recent_failures_warning, c.recent_failures_critical),
         }
     }
 }
@@ -159,6 +155,13 @@ const HOUR: i64 = 60 * MINUTE;
 
 impl Default for BurnPolicy {
     fn default() -> Self {
+        BurnPolicy::for_target(HealthConfig::default().slo_target)
+    }
+}
+
+impl BurnPolicy {
+    /// The SPEC's window pairs against `slo_target`.
+    pub fn for_target(slo_target: f64) -> Self {
         let pair = |long_ms, short_ms, threshold, alert| WindowPair {
             long_ms,
             short_ms,
@@ -166,7 +169,7 @@ impl Default for BurnPolicy {
             alert,
         };
         BurnPolicy {
-            slo_target: 0.99,
+            slo_target,
             min_events: 10,
             pairs: vec![
                 pair(HOUR, 5 * MINUTE, 14.4, Alert::Page),
