@@ -443,7 +443,7 @@ impl Config {
                 );
             }
         }
-        if !(h.error_rate_critical <= 1.0) {
+        if h.error_rate_critical > 1.0 {
             return bad("health.error_rate_critical", "is a share: at most 1");
         }
         if !(h.slo_target > 0.0 && h.slo_target < 1.0) {

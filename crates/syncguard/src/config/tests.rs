@@ -254,9 +254,12 @@ fn egress_allow_comes_from_the_file_or_the_environment() {
     });
 }
 
+/// A change that makes a valid configuration invalid.
+type Spoil = fn(&mut Config);
+
 #[test]
 fn invalid_health_and_retention_settings_name_their_key() {
-    let cases: [(&str, fn(&mut Config)); 6] = [
+    let cases: [(&str, Spoil); 6] = [
         ("health.sync_lag", |c| c.health.sync_lag_warning_s = 1_000.0),
         ("health.error_rate", |c| c.health.error_rate_warning = -0.1),
         ("health.error_rate_critical", |c| {
