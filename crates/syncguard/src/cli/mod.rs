@@ -2,12 +2,18 @@
 //! that call a running server's API.
 
 mod admin;
+#[cfg(feature = "tools")]
 mod bench;
+#[cfg(feature = "tools")]
 mod bench_ingest;
+#[cfg(feature = "tools")]
 mod bench_sync;
+#[cfg(feature = "tools")]
 mod chaos;
 mod config_cmd;
+#[cfg(feature = "tools")]
 mod demo;
+#[cfg(feature = "tools")]
 mod mock;
 mod resources;
 mod secrets;
@@ -39,6 +45,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    #[cfg(feature = "tools")]
     /// Run the engine and the mock provider together on embedded SQLite, end to end.
     Demo(demo::DemoArgs),
     /// Check or show the configuration (file and SYNCGUARD_* environment).
@@ -48,6 +55,7 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Apply pending database migrations and exit.
     Migrate(serve::StoreArgs),
+    #[cfg(feature = "tools")]
     /// Measure a figure of the performance targets.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -79,6 +87,7 @@ pub enum Command {
     },
     /// Print the manual page (roff): `syncguard man > /usr/local/share/man/man1/syncguard.1`.
     Man,
+    #[cfg(feature = "tools")]
     /// Run the mock provider (Trackstar- and eBay-shaped APIs, webhook emitter, faults).
     Mock(mock::MockArgs),
     /// Start a sync of a connection now.
@@ -88,6 +97,7 @@ pub enum Command {
     /// Sealed secrets: rotate the master key.
     #[command(subcommand)]
     Secrets(secrets::SecretsCommand),
+    #[cfg(feature = "tools")]
     /// The reliability suite of RELIABILITY.md (run it through scripts/chaos).
     #[command(hide = true)]
     Chaos(chaos::ChaosArgs),
@@ -106,12 +116,14 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
+            #[cfg(feature = "tools")]
             Command::Demo(args) => demo::run(args).await,
             Command::Sync(args) => sync_cmd::sync(args).await,
             Command::Health(args) => sync_cmd::health(args).await,
             Command::Config(cmd) => config_cmd::run(cli.config.as_deref(), cmd),
             Command::Serve(args) => serve::serve(cli.config.as_deref(), log_format, args).await,
             Command::Migrate(args) => serve::migrate(cli.config.as_deref(), log_format, args).await,
+            #[cfg(feature = "tools")]
             Command::Bench(cmd) => bench::run(cmd).await,
             Command::Tenants(cmd) => admin::tenants(cmd).await,
             Command::Keys(cmd) => admin::keys(cmd).await,
@@ -132,8 +144,10 @@ pub fn main() -> ExitCode {
             Command::Man => clap_mangen::Man::new(Cli::command())
                 .render(&mut std::io::stdout())
                 .map_err(Into::into),
+            #[cfg(feature = "tools")]
             Command::Mock(args) => mock::run(args).await,
             Command::Secrets(cmd) => secrets::run(cli.config.as_deref(), cmd).await,
+            #[cfg(feature = "tools")]
             Command::Chaos(args) => chaos::run(args).await,
         }
     });
